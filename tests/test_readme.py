@@ -1,0 +1,42 @@
+"""The README is a test: its two commands and every Python block run as typed."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_readme_opens_with_the_two_commands():
+    first = re.search(r"```sh\n(.*?)```", README, flags=re.S).group(1).strip().splitlines()
+    assert first[0] == "python3 examples/store_notify.py"
+    assert "pytest" in first[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert first[1] in ci, ".ci/run must call the README's test command exactly"
+
+
+def test_store_example_command():
+    out = subprocess.run(
+        [sys.executable, "examples/store_notify.py"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert "New order! Item: Blue T-Shirt, $25. Customer: Jane D." in out.stdout
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_python_block_runs(code, tmp_path):
+    out = run_python(code, tmp_path)
+    assert out.returncode == 0, f"README block failed:\n{code}\n--- stderr:\n{out.stderr}"
+    assert "Traceback" not in out.stderr

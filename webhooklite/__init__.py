@@ -1,0 +1,69 @@
+"""webhooklite: send and receive signed webhooks with the Python standard library alone.
+
+    import webhooklite
+    webhooklite.send("http://127.0.0.1:8000/", "payment.completed", {"order_id": "ABC123"},
+                     secret="whsec_...")
+
+    receiver = webhooklite.Receiver("whsec_...")
+
+    @receiver.on("payment.completed")
+    def notify(event):
+        print("New order!", event["item"])
+
+    receiver.serve(port=8000)
+"""
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .errors import (
+    DeliveryError,
+    HandlerError,
+    PayloadError,
+    SignatureError,
+    TimestampError,
+    WebhookError,
+)
+from .events import Event
+from .headers import Headers
+from .receiver import MemoryStore, Receiver, Response
+from .sender import Delivery, Retry, Sender, send
+from .signing import Signer, generate_secret, sign, verify
+
+__all__ = [
+    "__version__",
+    "Delivery",
+    "DeliveryError",
+    "Event",
+    "HandlerError",
+    "Headers",
+    "MemoryStore",
+    "Outbox",
+    "PayloadError",
+    "Receiver",
+    "Response",
+    "Retry",
+    "SQLiteStore",
+    "Sender",
+    "SignatureError",
+    "Signer",
+    "TimestampError",
+    "WebhookError",
+    "generate_secret",
+    "send",
+    "sign",
+    "verify",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # sqlite3 is imported only by those who use the outbox or the shared dedupe store.
+    if name == "Outbox":
+        from .outbox import Outbox
+
+        return Outbox
+    if name == "SQLiteStore":
+        from .store import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module 'webhooklite' has no attribute {name!r}")

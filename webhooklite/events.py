@@ -1,0 +1,268 @@
+"""Events: the JSON envelope, event type and id extraction, routing (pure: no I/O).
+
+The envelope a Sender puts on the wire for ``send("payment.completed", data)``::
+
+    {"event":"payment.completed", <the caller's fields>, "time":"2026-04-14T08:30:00Z"}
+"""
+import dataclasses
+import datetime
+import decimal
+import enum
+import fnmatch
+import json
+import os
+import re
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from urllib.parse import parse_qs
+
+from .errors import PayloadError
+from .headers import Headers
+
+__all__ = ["Event", "encode_json", "encode_event", "decode_body", "event_type", "event_id", "Router"]
+
+# -- encoding ----------------------------------------------------------------
+
+
+def _iso(value: Any) -> str:
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class _Encoder(json.JSONEncoder):
+    """JSON encoder for the types a webhook payload commonly holds."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        self.marker = marker
+        self.saw_decimal = False
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, (datetime.datetime, datetime.date, datetime.time)):
+            return _iso(o)
+        if isinstance(o, decimal.Decimal):
+            if not o.is_finite():
+                raise ValueError(f"{o} is not a JSON number")
+            # json cannot emit raw number text from default(); mark it, unquote after.
+            self.saw_decimal = True
+            return f"{self.marker}{o}{self.marker}"
+        if isinstance(o, uuid.UUID):
+            return str(o)
+        if isinstance(o, enum.Enum):
+            return o.value
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return dataclasses.asdict(o)
+        if isinstance(o, (set, frozenset, tuple)):
+            return list(o)
+        if isinstance(o, (bytes, bytearray)):
+            raise TypeError("bytes are not JSON; decode them or base64 them first")
+        return super().default(o)
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode ``value`` as compact UTF-8 JSON, non-ASCII unescaped.
+
+    datetime/date (ISO 8601), Decimal (its exact digits), UUID, Enum (its
+    value) and dataclasses are encoded; anything else json cannot encode is a
+    TypeError.
+    """
+    marker = "\x00dec" + os.urandom(6).hex() + "\x00"
+    enc = _Encoder(marker)
+    text = enc.encode(value)
+    if enc.saw_decimal:
+        # json escapes the NUL in the marker as \u0000.
+        m = re.escape(json.dumps(marker)[1:-1])
+        text = re.sub('"' + m + "(.*?)" + m + '"', r"\1", text)
+    return text.encode("utf-8")
+
+
+def _now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def encode_event(event: str, data: Any = None, *, now: Optional[Callable[[], str]] = None) -> bytes:
+    """Build the wire body for ``event``: ``event`` first, the fields, then ``time``.
+
+    ``data`` is a mapping or a dataclass. ``time`` (RFC 3339, UTC, whole
+    seconds) is added unless ``data`` has one. A field named ``event`` in
+    ``data`` is a ValueError.
+    """
+    if not isinstance(event, str) or not event:
+        raise ValueError("the event type is a non-empty string, e.g. 'payment.completed'")
+    if any(c in event for c in "\r\n\x00"):
+        raise ValueError("the event type may not contain CR, LF or NUL")
+    if data is None:
+        fields: Mapping[str, Any] = {}
+    elif dataclasses.is_dataclass(data) and not isinstance(data, type):
+        fields = dataclasses.asdict(data)
+    elif isinstance(data, Mapping):
+        fields = data
+    else:
+        raise TypeError(
+            f"event data is a dict (or a dataclass), not {type(data).__name__}; "
+            "use Sender.post() to send other JSON as is"
+        )
+    if "event" in fields:
+        raise ValueError(
+            "the data has a field named 'event', which the envelope uses for the event "
+            "type; rename it (or use Sender.post() to send your own JSON as is)"
+        )
+    body = {"event": event}
+    body.update(fields)
+    if "time" not in body:
+        body["time"] = (now or _now_rfc3339)()
+    return encode_json(body)
+
+
+# -- decoding ----------------------------------------------------------------
+
+
+def decode_body(body: bytes, content_type: Optional[str] = None) -> Any:
+    """Parse a webhook body: JSON, or GitHub's form encoding (``payload=<json>``).
+
+    Raises PayloadError with a message that says what is wrong.
+    """
+    if content_type and content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
+        try:
+            form = parse_qs(body.decode("utf-8"), strict_parsing=False)
+        except UnicodeDecodeError:
+            raise PayloadError("the form body is not valid UTF-8") from None
+        if "payload" not in form:
+            raise PayloadError("a form-encoded body must carry the JSON in a 'payload' field")
+        body = form["payload"][0].encode("utf-8")
+    if not body.strip():
+        raise PayloadError("the body is empty; a webhook carries JSON")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PayloadError(f"the body is not valid UTF-8 (byte {e.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PayloadError(f"the body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        # json's C scanner counts its recursion: deep nesting ends here, not in a crash.
+        raise PayloadError("the JSON is nested too deeply") from None
+
+
+def event_type(headers: Headers, data: Any) -> Optional[str]:
+    """The event type: GitHub's ``X-GitHub-Event`` (+ ``.action``), else the body's
+    ``event``, else its ``type``, else None."""
+    gh = headers.get("x-github-event")
+    if gh:
+        action = data.get("action") if isinstance(data, dict) else None
+        return f"{gh}.{action}" if isinstance(action, str) and action else gh
+    if isinstance(data, dict):
+        for key in ("event", "type"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def event_id(headers: Headers, data: Any) -> Optional[str]:
+    """The message id: ``webhook-id``/``svix-id``/``X-GitHub-Delivery``, else the body's ``id``."""
+    for name in ("webhook-id", "svix-id", "x-github-delivery"):
+        value = headers.get(name)
+        if value:
+            return value
+    if isinstance(data, dict):
+        value = data.get("id")
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+class Event(Mapping[str, Any]):
+    """One received webhook.
+
+    ``event["item"]`` reads the parsed body (``event.data``); ``event.type``,
+    ``event.id`` and ``event.timestamp`` come from the headers and body.
+    """
+
+    __slots__ = ("type", "id", "timestamp", "data", "headers", "body")
+
+    def __init__(
+        self,
+        type: Optional[str],
+        id: Optional[str],
+        timestamp: Optional[datetime.datetime],
+        data: Any,
+        headers: Headers,
+        body: bytes,
+    ) -> None:
+        #: The event type, e.g. "payment.completed" or "issues.opened"; None if unknown.
+        self.type = type
+        #: The message id (the same on every retry), or None.
+        self.id = id
+        #: When the sender signed it (UTC, aware), or None (GitHub signs no time).
+        self.timestamp = timestamp
+        #: The parsed JSON body.
+        self.data = data
+        #: The request headers, case-insensitive.
+        self.headers = headers
+        #: The raw body bytes, exactly as received.
+        self.body = body
+
+    def _fields(self) -> Mapping[str, Any]:
+        return self.data if isinstance(self.data, dict) else {}
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(self.data, dict):
+            raise KeyError(key)
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Event(type={self.type!r}, id={self.id!r})"
+
+
+# -- routing -----------------------------------------------------------------
+
+Handler = Callable[[Event], Any]
+
+
+class Router:
+    """Event-type patterns to handlers; every match runs, in registration order.
+
+    Patterns are shell-style (``fnmatch.fnmatchcase``): ``"payment.completed"``,
+    ``"payment.*"``, ``"*"``. An event with no type is seen only by ``"*"``.
+    """
+
+    def __init__(self) -> None:
+        self._routes: List[Tuple[str, bool, Handler]] = []
+        self._cache: Dict[Optional[str], Tuple[Handler, ...]] = {}
+
+    def add(self, pattern: str, handler: Handler) -> None:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError("a pattern is a non-empty string such as 'payment.*' or '*'")
+        if not callable(handler):
+            raise TypeError(f"the handler for {pattern!r} is not callable")
+        wild = any(c in pattern for c in "*?[")
+        self._routes.append((pattern, wild, handler))
+        self._cache.clear()
+
+    def match(self, etype: Optional[str]) -> Tuple[Handler, ...]:
+        """The handlers for ``etype``, in registration order."""
+        found = self._cache.get(etype)
+        if found is None:
+            if etype is None:
+                found = tuple(h for p, _, h in self._routes if p == "*")
+            else:
+                found = tuple(
+                    h
+                    for p, wild, h in self._routes
+                    if (fnmatch.fnmatchcase(etype, p) if wild else etype == p)
+                )
+            if len(self._cache) < 4096:  # bounded: types come from untrusted bodies
+                self._cache[etype] = found
+        return found
+
+    def __len__(self) -> int:
+        return len(self._routes)

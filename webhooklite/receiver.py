@@ -1,0 +1,302 @@
+"""Receiving: verify, parse, dedupe and route a webhook (sans-IO core + WSGI).
+
+:meth:`Receiver.handle` takes a request's method, path, headers and raw body
+and returns a :class:`Response`; the transports (``server.py``, WSGI here)
+only move bytes. Checks run in this order: path (404), method (405), size
+(413, before the body is read), signature (401), body (400), duplicate
+(2xx, or 409 while in flight), handlers (500 if one raised).
+"""
+import datetime
+import logging
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from .errors import PayloadError, SignatureError
+from .events import Event, Router, decode_body, encode_json, event_id, event_type
+from .headers import Headers
+from .signing import DEFAULT_TOLERANCE, Secret, Signer
+from .store import MemoryStore
+
+__all__ = ["Receiver", "Response"]
+
+log = logging.getLogger("webhooklite")
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+class Response:
+    """What a receiver answers: a status, headers and a body (JSON)."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: Optional[List[Tuple[str, str]]] = None, body: bytes = b"") -> None:
+        #: The HTTP status code.
+        self.status = status
+        #: Response headers as ``(name, value)`` pairs (Content-Length is the transport's).
+        self.headers: List[Tuple[str, str]] = headers if headers is not None else []
+        #: The response body.
+        self.body = body
+
+    @classmethod
+    def json(cls, status: int, value: Any, headers: Optional[List[Tuple[str, str]]] = None) -> "Response":
+        return cls(status, [("Content-Type", "application/json")] + (headers or []), encode_json(value))
+
+    @property
+    def reason(self) -> str:
+        return _REASONS.get(self.status, "")
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.body[:80]!r}>"
+
+
+def _error(status: int, message: str, headers: Optional[List[Tuple[str, str]]] = None) -> Response:
+    return Response.json(status, {"error": message}, headers)
+
+
+_OK = Response.json(200, {"status": "ok"})
+_DUPLICATE = Response.json(200, {"status": "duplicate"})
+_IGNORED = Response.json(200, {"status": "ignored", "reason": "no handler for this event type"})
+_NOT_FOUND = _error(404, "not found")
+_NOT_POST = _error(405, "method not allowed: webhooks are POSTed", [("Allow", "POST")])
+_BUSY = _error(409, "this message is being handled right now; retry later", [("Retry-After", "1")])
+_HANDLER_FAILED = _error(500, "a handler failed; the sender should retry")
+
+
+def _utc(ts: Optional[int]) -> Optional[datetime.datetime]:
+    if ts is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _unsigned_timestamp(h: Headers) -> Optional[int]:
+    text = h.get("webhook-timestamp") or h.get("svix-timestamp")
+    if text and text.isdigit():
+        return int(text)
+    return None
+
+
+class Receiver:
+    """Verifies signed webhooks and routes each event to the functions registered for it.
+
+    A Receiver is also a WSGI application (``gunicorn myapp:receiver``).
+
+    ``secret`` is a secret or a list of them (newest first); ``None`` accepts
+    unsigned requests, for development only. ``path`` limits the receiver to
+    one path (others are 404). ``store`` remembers handled message ids
+    (default: in memory, bounded); see ``webhooklite.store``.
+    """
+
+    def __init__(
+        self,
+        secret: Optional[Secret],
+        *,
+        scheme: str = "standard",
+        path: Optional[str] = None,
+        tolerance: float = DEFAULT_TOLERANCE,
+        max_body: int = 1_048_576,
+        store: Any = None,
+        now: Optional[Callable[[], float]] = None,
+    ) -> None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"path starts with '/': {path!r}")
+        if max_body < 0:
+            raise ValueError("max_body is a number of bytes, at least 0")
+        #: The signing scheme: "standard", "github" or "stripe".
+        self.scheme = scheme
+        #: The one path this receiver answers on, or None for any path.
+        self.path = path
+        #: Seconds a signature's timestamp may be off, past or future.
+        self.tolerance = tolerance
+        #: The largest body accepted, in bytes (inclusive); larger is 413.
+        self.max_body = max_body
+        #: The dedupe store.
+        self.store = store if store is not None else MemoryStore()
+        self._signer: Optional[Signer] = Signer(secret, scheme, now=now) if secret is not None else None
+        if secret is None:
+            if scheme not in ("standard", "github", "stripe"):
+                raise ValueError(f"unknown scheme {scheme!r}")
+            log.warning("Receiver has no secret: it accepts unsigned requests from anyone (development only)")
+        self._router = Router()
+
+    def __repr__(self) -> str:
+        return (
+            f"Receiver(scheme={self.scheme!r}, path={self.path!r}, "
+            f"signed={self._signer is not None}, handlers={len(self._router)})"
+        )
+
+    # -- registration -------------------------------------------------------
+
+    def on(self, pattern: str, handler: Optional[Callable[[Event], Any]] = None) -> Any:
+        """Register ``handler`` for event types matching ``pattern``.
+
+        As a decorator, ``@receiver.on("payment.*")``; as a call,
+        ``receiver.on("payment.completed", notify)``. Returns the function
+        unchanged. Patterns are shell-style; ``"*"`` sees every event.
+        """
+        if handler is not None:
+            self._router.add(pattern, handler)
+            return handler
+
+        def register(fn: Callable[[Event], Any]) -> Callable[[Event], Any]:
+            self._router.add(pattern, fn)
+            return fn
+
+        return register
+
+    # -- the sans-IO core ---------------------------------------------------
+
+    def check(self, method: str, path: str, content_length: Optional[int]) -> Optional[Response]:
+        """The checks that need no body: path (404), method (405), size (413).
+
+        Transports call this before reading the body, so an oversized body is
+        refused without being read. Returns None when the request may go on.
+        """
+        if self.path is not None:
+            p = path.split("?", 1)[0]
+            if p != self.path:
+                return _NOT_FOUND
+        if method != "POST":
+            return _NOT_POST
+        if content_length is not None and content_length > self.max_body:
+            return _error(413, f"the body is over the {self.max_body}-byte limit")
+        return None
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        headers: Union[Headers, Mapping[str, str], Iterable[Tuple[str, str]]],
+        body: bytes,
+    ) -> Response:
+        """Answer one request: verify, parse, dedupe, run the handlers."""
+        refused = self.check(method, path, len(body))
+        if refused is not None:
+            return refused
+        return self.process(headers if isinstance(headers, Headers) else Headers(headers), body)
+
+    def process(self, h: Headers, body: bytes) -> Response:
+        """The steps after :meth:`check`: signature, body, duplicate, handlers."""
+        if self._signer is not None:
+            try:
+                ts = self._signer.verify(h, body, tolerance=self.tolerance)
+            except SignatureError as e:
+                log.warning("webhook refused (401): %s", e)
+                return _error(401, e.public)
+        else:
+            ts = _unsigned_timestamp(h)
+        try:
+            data = decode_body(body, h.get("content-type"))
+        except PayloadError as e:
+            log.warning("webhook refused (400): %s", e)
+            return _error(400, str(e))
+        etype = event_type(h, data)
+        handlers = self._router.match(etype)
+        if not handlers:
+            return _IGNORED
+        eid = event_id(h, data)
+        if eid is not None:
+            state = self.store.begin(eid)
+            if state == "done":
+                return _DUPLICATE
+            if state == "busy":
+                return _BUSY
+        event = Event(etype, eid, _utc(ts), data, h, body)
+        errors: List[BaseException] = []
+        for handler in handlers:
+            try:
+                handler(event)
+            except Exception as exc:
+                errors.append(exc)
+                log.exception(
+                    "handler %s failed on %s event %s", getattr(handler, "__qualname__", handler), etype, eid
+                )
+        if errors:
+            if eid is not None:
+                self.store.abort(eid)
+            return _HANDLER_FAILED
+        if eid is not None:
+            self.store.commit(eid)
+        return _OK
+
+    # -- WSGI ---------------------------------------------------------------
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
+        """The WSGI application: ``gunicorn myapp:receiver``."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length: Optional[int] = None
+        if length_text:
+            if not length_text.isdigit():
+                return self._wsgi_answer(start_response, _error(400, "Content-Length is not a number"))
+            length = int(length_text)
+        response = self.check(method, path, length)
+        if response is None:
+            stream = environ["wsgi.input"]
+            if length is not None:
+                body = stream.read(length) if length else b""
+                if len(body) < length:
+                    response = _error(400, "the body ended before Content-Length bytes")
+            elif chunked or environ.get("wsgi.input_terminated"):
+                body = stream.read(self.max_body + 1)
+                if len(body) > self.max_body:
+                    response = _error(413, f"the body is over the {self.max_body}-byte limit")
+            else:
+                body = b""
+            if response is None:
+                headers = {
+                    key[5:].replace("_", "-").lower(): value
+                    for key, value in environ.items()
+                    if key.startswith("HTTP_")
+                }
+                if environ.get("CONTENT_TYPE"):
+                    headers["content-type"] = environ["CONTENT_TYPE"]
+                response = self.process(Headers._from_lower(headers), body)
+        return self._wsgi_answer(start_response, response)
+
+    @staticmethod
+    def _wsgi_answer(start_response: Callable[..., Any], response: Response) -> List[bytes]:
+        headers = list(response.headers)
+        headers.append(("Content-Length", str(len(response.body))))
+        start_response(f"{response.status} {response.reason}", headers)
+        return [response.body]
+
+    # -- serving ------------------------------------------------------------
+
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+        """Serve on ``host:port`` until Ctrl-C or SIGTERM, then return normally.
+
+        http.server-based: fine for small deployments and trying things; for
+        production behind a proxy, serve this WSGI app with gunicorn.
+        """
+        from .server import serve
+
+        serve(self, host, port, **options)
+
+    def start(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
+        """Serve in a background thread; returns the running server (``.url``, ``.stop()``).
+
+        Use it as a context manager: ``with receiver.start() as server: ...``.
+        """
+        from .server import WebhookServer
+
+        server = WebhookServer(self, host, port, **options)
+        server.start()
+        return server

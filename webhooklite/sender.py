@@ -1,0 +1,420 @@
+"""Sending: Sender, Delivery and Retry over http.client, with kept-alive connections.
+
+The request is built purely (:meth:`Sender.prepare`), then sent. One
+``webhook-id`` for every attempt of a message; a fresh timestamp and
+signature on each. http.client (which urllib is built on) is used directly:
+urllib's ``urlopen`` sends ``Connection: close`` on every request, so it
+cannot reuse a connection.
+"""
+import datetime
+import email.utils
+import logging
+import random
+import select
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
+
+from . import __version__
+from .errors import DeliveryError
+from .events import encode_event, encode_json
+from .signing import Secret, Signer, new_message_id
+
+__all__ = ["Sender", "Delivery", "Retry", "RETRY_STATUSES", "send"]
+
+log = logging.getLogger("webhooklite")
+
+#: Statuses worth another try; every other 4xx is final.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: How much of a response body a Delivery keeps (and reads at most).
+RESPONSE_CAP = 64 * 1024
+#: Idle connections a Sender keeps open for reuse.
+_MAX_IDLE = 32
+
+
+def _parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Retry:
+    """When and how often to try again.
+
+    ``attempts`` counts every try including the first (``Retry(attempts=1)``:
+    no retry). The n-th wait is ``min(max_delay, backoff * 2**(n-1))``
+    ± ``jitter`` (a fraction: 0.2 is ±20%), and at least the answer's
+    ``Retry-After`` (itself capped at ``max_delay``).
+    """
+
+    __slots__ = ("attempts", "backoff", "max_delay", "jitter")
+
+    def __init__(self, attempts: int = 3, backoff: float = 0.5, max_delay: float = 30.0, jitter: float = 0.2) -> None:
+        if attempts < 1:
+            raise ValueError("attempts counts the first try too: it is at least 1")
+        if backoff < 0 or max_delay < 0 or not 0 <= jitter <= 1:
+            raise ValueError("backoff and max_delay are >= 0; jitter is a fraction from 0 to 1")
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_delay = max_delay
+        self.jitter = jitter
+
+    def delay(self, n: int, retry_after: Optional[float] = None) -> float:
+        """Seconds to wait before retry ``n`` (1 is the wait after the first attempt)."""
+        base = min(self.max_delay, self.backoff * 2 ** (n - 1))
+        if self.jitter:
+            base *= 1 + random.uniform(-self.jitter, self.jitter)
+        if retry_after is not None:
+            base = max(base, min(retry_after, self.max_delay))
+        return max(0.0, base)
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry(attempts={self.attempts}, backoff={self.backoff}, "
+            f"max_delay={self.max_delay}, jitter={self.jitter})"
+        )
+
+
+class Delivery:
+    """What happened to one message: the outcome of its last attempt, and how many there were."""
+
+    __slots__ = ("id", "url", "ok", "status", "attempts", "elapsed", "response_body", "error", "retry_after", "retryable")
+
+    def __init__(
+        self,
+        id: str,
+        url: str,
+        ok: bool = False,
+        status: Optional[int] = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+        response_body: bytes = b"",
+        error: Optional[str] = None,
+        retry_after: Optional[float] = None,
+        retryable: bool = False,
+    ) -> None:
+        #: The message id (``webhook-id``), the same on every attempt.
+        self.id = id
+        #: Where it was sent.
+        self.url = url
+        #: True when the last answer was 2xx.
+        self.ok = ok
+        #: The last HTTP status, or None when no answer came.
+        self.status = status
+        #: How many attempts were made (retries included).
+        self.attempts = attempts
+        #: Seconds from the first attempt to the end of the last.
+        self.elapsed = elapsed
+        #: The last response's body, at most 64 KiB of it.
+        self.response_body = response_body
+        #: Why it failed, in words; None when ok.
+        self.error = error
+        #: Seconds the last answer asked us to wait (``Retry-After``), if any.
+        self.retry_after = retry_after
+        #: Whether the last failure is worth another try (connection error, 5xx, 429...).
+        self.retryable = retryable
+
+    def raise_for_status(self) -> "Delivery":
+        """Raise DeliveryError unless the delivery got a 2xx; return self otherwise."""
+        if not self.ok:
+            raise DeliveryError(f"delivery {self.id} failed after {self.attempts} attempt(s): {self.error}", self)
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"<Delivery {self.id} ok={self.ok} status={self.status} "
+            f"attempts={self.attempts} elapsed={self.elapsed:.3f}s"
+            + (f" error={self.error!r}" if self.error else "")
+            + ">"
+        )
+
+
+class _Pool:
+    """Idle HTTP/1.1 connections to one origin, shared by threads."""
+
+    def __init__(self, scheme: str, host: str, port: int, timeout: float, ssl_context: Any) -> None:
+        self.scheme, self.host, self.port = scheme, host, port
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self._idle: List[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _new(self) -> Any:
+        import http.client  # imported on first use: `import webhooklite` stays light
+        import socket
+
+        if self.scheme == "https":
+            import ssl
+
+            ctx = self.ssl_context or ssl.create_default_context()
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def get(self) -> Tuple[Any, bool]:
+        """A connection and whether it was reused (an idle one that still looks alive)."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._new(), False
+            sock = conn.sock
+            try:
+                # An idle connection with something to read has been closed (or spoke
+                # out of turn) by the server: drop it rather than fail a request on it.
+                readable = sock is None or select.select([sock], [], [], 0)[0]
+            except (OSError, ValueError):
+                readable = True
+            if not readable:
+                return conn, True
+            conn.close()
+
+    def put(self, conn: Any) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _describe(exc: BaseException, timeout: float) -> Tuple[str, bool]:
+    """Words for a transport error, and whether it is worth retrying."""
+    import socket
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not accepted: {exc.verify_message or exc}", False
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"timed out after {timeout:g} s", True
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused", True
+    if isinstance(exc, socket.gaierror):
+        return f"could not resolve the host: {exc.strerror or exc}", True
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the server", True
+    name = type(exc).__name__
+    text = str(exc)
+    return (f"{name}: {text}" if text else name), True
+
+
+def _safe_url(scheme: str, host: str, port: int, default_port: int) -> str:
+    """The URL's origin only: paths of hooks (Slack, Discord) hold tokens."""
+    netloc = host if port == default_port else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        netloc = f"[{host}]" if port == default_port else f"[{host}]:{port}"
+    return f"{scheme}://{netloc}/…"
+
+
+class Sender:
+    """Signs and POSTs JSON to one URL, retrying what is worth retrying.
+
+    ``secret=None`` sends unsigned requests. Thread-safe; connections are kept
+    alive and reused. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: Optional[Secret] = None,
+        *,
+        scheme: str = "standard",
+        timeout: float = 10.0,
+        retry: Optional[Retry] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        ssl_context: Any = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the URL must be http:// or https:// with a host, not {url[:80]!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"the URL's port is not a number: {url[:80]!r}") from None
+        default_port = 443 if parts.scheme == "https" else 80
+        #: The URL every message is POSTed to.
+        self.url = url
+        #: The signing scheme name.
+        self.scheme = scheme
+        #: Seconds a connection, a read, or a whole response may take.
+        self.timeout = timeout
+        #: The retry policy.
+        self.retry = retry if retry is not None else Retry()
+        self._signer = Signer(secret, scheme) if secret is not None else None
+        if secret is None and scheme not in ("standard", "github", "stripe"):
+            raise ValueError(f"unknown scheme {scheme!r}")
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        extra = dict(headers or {})
+        for name, value in extra.items():
+            if any(c in str(name) + str(value) for c in "\r\n\x00"):
+                raise ValueError(f"header {name!r} contains CR, LF or NUL")
+        self._base_headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"webhooklite/{__version__}",
+        }
+        self._base_headers.update(extra)
+        self._safe_url = _safe_url(parts.scheme, parts.hostname, port or default_port, default_port)
+        self._pool = _Pool(parts.scheme, parts.hostname, port or default_port, timeout, ssl_context)
+
+    def __repr__(self) -> str:
+        return f"Sender({self._safe_url!r}, scheme={self.scheme!r}, signed={self._signer is not None})"
+
+    def __enter__(self) -> "Sender":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        self._pool.close()
+
+    # -- building (pure) -------------------------------------------------------
+
+    def prepare(self, body: bytes, msg_id: str, event: Optional[str] = None, timestamp: Optional[int] = None) -> Dict[str, str]:
+        """The headers for one attempt: content type, id, signature (fresh timestamp)."""
+        ts = int(time.time()) if timestamp is None else timestamp
+        headers = dict(self._base_headers)
+        headers["webhook-id"] = msg_id
+        if self._signer is not None:
+            headers.update(self._signer.sign(body, msg_id, ts))
+        if self.scheme == "standard" or self._signer is None:
+            headers["webhook-timestamp"] = str(ts)
+        if self.scheme == "github":
+            if event:
+                headers["X-GitHub-Event"] = event
+            headers["X-GitHub-Delivery"] = msg_id
+        return headers
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, event: str, data: Any = None, *, id: Optional[str] = None) -> Delivery:
+        """Send ``event`` with ``data`` in the webhooklite envelope; return the Delivery."""
+        return self.deliver(encode_event(event, data), msg_id=id, event=event)
+
+    def post(self, payload: Any, *, id: Optional[str] = None) -> Delivery:
+        """POST any JSON as is, no envelope (Slack, Discord, your own format)."""
+        body = payload if isinstance(payload, bytes) else encode_json(payload)
+        return self.deliver(body, msg_id=id)
+
+    def deliver(self, body: bytes, *, msg_id: Optional[str] = None, event: Optional[str] = None) -> Delivery:
+        """Send an encoded body, retrying per ``self.retry``; return the Delivery."""
+        msg_id = msg_id or new_message_id()
+        if event is not None and any(c in event for c in "\r\n\x00"):
+            raise ValueError("the event type may not contain CR, LF or NUL")
+        start = time.monotonic()
+        n = 0
+        while True:
+            n += 1
+            d = self.attempt(body, msg_id, event)
+            d.attempts = n
+            d.elapsed = time.monotonic() - start
+            if d.ok or not d.retryable or n >= self.retry.attempts:
+                if not d.ok:
+                    log.warning("delivery %s to %s failed after %d attempt(s): %s", msg_id, self._safe_url, n, d.error)
+                return d
+            wait = self.retry.delay(n, d.retry_after)
+            log.info("delivery %s to %s attempt %d failed (%s); retrying in %.2f s", msg_id, self._safe_url, n, d.error, wait)
+            time.sleep(wait)
+
+    def attempt(self, body: bytes, msg_id: str, event: Optional[str] = None) -> Delivery:
+        """Make exactly one attempt (no retry); the Delivery says whether to retry."""
+        headers = self.prepare(body, msg_id, event)
+        start = time.monotonic()
+        d = Delivery(msg_id, self.url, attempts=1)
+        try:
+            status, reason, resp_headers, resp_body = self._exchange(body, headers)
+        except Exception as exc:  # translated at the boundary: nothing escapes as a raw OSError
+            d.error, d.retryable = _describe(exc, self.timeout)
+            d.elapsed = time.monotonic() - start
+            return d
+        d.elapsed = time.monotonic() - start
+        d.status, d.response_body = status, resp_body
+        if 200 <= status < 300:
+            d.ok = True
+        elif 300 <= status < 400:
+            where = resp_headers.get("location")
+            d.error = f"{status} {reason}: redirect" + (f" to {where[:200]}" if where else "") + " not followed (use the final URL)"
+        else:
+            d.error = f"{status} {reason}".strip()
+            d.retryable = status in RETRY_STATUSES
+            d.retry_after = _parse_retry_after(resp_headers.get("retry-after"))
+        return d
+
+    def _exchange(self, body: bytes, headers: Dict[str, str]) -> Tuple[int, str, Dict[str, str], bytes]:
+        import http.client
+
+        deadline = time.monotonic() + self.timeout
+        conn, reused = self._pool.get()
+        try:
+            try:
+                conn.request("POST", self._target, body, headers)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+                if not reused:
+                    raise
+                # The server closed the kept-alive connection as we reused it: one fresh try.
+                conn.close()
+                conn, reused = self._pool._new(), False
+                conn.request("POST", self._target, body, headers)
+                resp = conn.getresponse()
+            chunks, size = [], 0
+            while size <= RESPONSE_CAP:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the response did not end in time")
+                chunk = resp.read1(16384)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)
+            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+            if size > RESPONSE_CAP or not resp.isclosed() or resp.will_close:
+                # Too big to read to the end, or the server will close: not reusable.
+                conn.close()
+            else:
+                self._pool.put(conn)
+            conn = None
+            return resp.status, resp.reason or "", resp_headers, data[:RESPONSE_CAP]
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def send(
+    url: str,
+    event: str,
+    data: Any = None,
+    *,
+    secret: Optional[Secret] = None,
+    scheme: str = "standard",
+    timeout: float = 10.0,
+    retry: Optional[Retry] = None,
+    headers: Optional[Mapping[str, str]] = None,
+) -> Delivery:
+    """Send one event and return its Delivery, like ``requests.post`` for webhooks."""
+    with Sender(url, secret, scheme=scheme, timeout=timeout, retry=retry, headers=headers) as sender:
+        return sender.send(event, data)

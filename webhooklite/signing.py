@@ -1,0 +1,415 @@
+"""Secrets, signing and verification for each scheme (pure: no I/O).
+
+Three schemes, by name:
+
+``"standard"``
+    Standard Webhooks (Svix): ``webhook-id``, ``webhook-timestamp`` and
+    ``webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{ts}.{body}")>``.
+    Receiving also accepts the ``svix-*`` spelling of the same headers.
+``"github"``
+    ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``.
+``"stripe"``
+    ``Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, "{t}.{body}")>``.
+
+A secret may be a list, newest first: signing emits a signature for each
+(where the scheme's header holds one, the newest), verifying accepts any.
+"""
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import time
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import SignatureError, TimestampError
+from .headers import Headers
+
+__all__ = [
+    "SCHEMES",
+    "DEFAULT_TOLERANCE",
+    "Secret",
+    "Signer",
+    "generate_secret",
+    "new_message_id",
+    "sign",
+    "verify",
+]
+
+#: The scheme names webhooklite speaks.
+SCHEMES = ("standard", "github", "stripe")
+#: Seconds a signature's timestamp may be off, past or future.
+DEFAULT_TOLERANCE = 300
+
+#: One secret, or a list of them (newest first) while keys rotate.
+Secret = Union[str, bytes, Sequence[Union[str, bytes]]]
+
+_MIN_KEY, _MAX_KEY = 24, 64
+#: Re-serialization is only guessed at for bodies up to this size (it is the error path).
+_RESERIALIZE_PROBE_LIMIT = 256 * 1024
+_OTHER_SCHEME_HEADERS = (
+    ("webhook-signature", "standard"),
+    ("svix-signature", "standard"),
+    ("x-hub-signature-256", "github"),
+    ("stripe-signature", "stripe"),
+)
+
+
+def new_message_id() -> str:
+    """Return a new random message id, ``"msg_"`` + 22 URL-safe characters."""
+    return "msg_" + base64.urlsafe_b64encode(os.urandom(16)).decode("ascii").rstrip("=")
+
+
+def generate_secret() -> str:
+    """Return a new random secret, ``"whsec_"`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+def _key(secret: Union[str, bytes], scheme: str) -> bytes:
+    if isinstance(secret, (bytes, bytearray, memoryview)):
+        key = bytes(secret)
+        if not key:
+            raise ValueError("the secret is empty")
+        return key
+    if not isinstance(secret, str):
+        raise TypeError(f"a secret is a str or bytes, not {type(secret).__name__}")
+    if not secret:
+        raise ValueError("the secret is empty")
+    if scheme == "standard" and secret.startswith("whsec_"):
+        raw = secret[len("whsec_"):].strip()
+        try:
+            key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                "the 'whsec_' secret is not valid base64 after the prefix: copy it whole, "
+                "or make a new one with webhooklite.generate_secret()"
+            ) from None
+        if len(key) < _MIN_KEY:
+            raise ValueError(
+                f"the 'whsec_' secret decodes to {len(key)} bytes; Standard Webhooks keys are "
+                f"{_MIN_KEY} to {_MAX_KEY} bytes (make one with webhooklite.generate_secret())"
+            )
+        return key
+    return secret.encode("utf-8")
+
+
+def _secret_list(secret: Secret) -> List[Union[str, bytes]]:
+    if isinstance(secret, (str, bytes, bytearray, memoryview)):
+        return [secret]  # type: ignore[list-item]
+    items = list(secret)
+    if not items:
+        raise ValueError("the list of secrets is empty")
+    return items
+
+
+def _secret_hints(secrets: Sequence[Union[str, bytes]], scheme: str) -> List[str]:
+    """Say what looks wrong about the secrets, without repeating them."""
+    hints = []
+    for s in secrets:
+        if not isinstance(s, str):
+            continue
+        if s.startswith("v1,") or s.startswith("v1="):
+            hints.append("a secret starts with 'v1': that is a signature, not the signing secret")
+        elif s.startswith(("sk_", "rk_", "pk_")):
+            hints.append(
+                "a secret looks like a Stripe API key (sk_/rk_/pk_); the webhook signing "
+                "secret starts with 'whsec_'"
+            )
+        elif s.startswith("sha256="):
+            hints.append("a secret starts with 'sha256=': that is a signature, not the secret")
+        elif scheme == "standard" and not s.startswith("whsec_"):
+            hints.append(
+                "a secret has no 'whsec_' prefix, so its UTF-8 bytes are the key; "
+                "Standard Webhooks/Svix secrets start with 'whsec_' (copy it whole)"
+            )
+        elif scheme == "stripe" and not s.startswith("whsec_"):
+            hints.append("a secret has no 'whsec_' prefix; Stripe signing secrets start with 'whsec_'")
+        elif len(s) < 16:
+            hints.append(f"a secret is only {len(s)} characters long")
+        if s != s.strip():
+            hints.append("a secret has white space at an end (copied with a newline?)")
+    return hints
+
+
+def _as_bytes(body: Union[bytes, bytearray, memoryview, str]) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    raise TypeError(
+        f"the body to sign or verify is the raw request bytes, not {type(body).__name__}"
+        " (a parsed body cannot be verified: pass request.body / request.get_data())"
+    )
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+class Signer:
+    """Signs and verifies for one scheme with one secret (or a rotation list).
+
+    The keys are derived once, when the Signer is built, so a bad secret fails
+    there with a ValueError rather than on the first request.
+    """
+
+    __slots__ = ("scheme", "_keys", "_hints", "_now")
+
+    def __init__(
+        self,
+        secret: Secret,
+        scheme: str = "standard",
+        *,
+        now: Optional[Callable[[], float]] = None,
+    ) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+        secrets = _secret_list(secret)
+        #: The scheme name: "standard", "github" or "stripe".
+        self.scheme: str = scheme
+        self._keys: Tuple[bytes, ...] = tuple(_key(s, scheme) for s in secrets)
+        self._hints = _secret_hints(secrets, scheme)
+        self._now = now or time.time
+
+    def __repr__(self) -> str:
+        return f"Signer(scheme={self.scheme!r}, keys={len(self._keys)})"
+
+    # -- signing -------------------------------------------------------------
+
+    def sign(self, body: bytes, msg_id: str, timestamp: Optional[int] = None) -> Dict[str, str]:
+        """Return the signature headers for ``body``.
+
+        ``standard`` returns ``webhook-id``, ``webhook-timestamp`` and
+        ``webhook-signature``; ``github`` returns ``X-Hub-Signature-256``;
+        ``stripe`` returns ``Stripe-Signature``.
+        """
+        body = _as_bytes(body)
+        ts = int(self._now()) if timestamp is None else int(timestamp)
+        if self.scheme == "standard":
+            signed = f"{msg_id}.{ts}.".encode("utf-8") + body
+            sigs = " ".join(
+                "v1," + base64.b64encode(_hmac(k, signed)).decode("ascii") for k in self._keys
+            )
+            return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sigs}
+        if self.scheme == "github":
+            return {"X-Hub-Signature-256": "sha256=" + _hmac(self._keys[0], body).hex()}
+        signed = f"{ts}.".encode("ascii") + body
+        v1 = ",".join("v1=" + _hmac(k, signed).hex() for k in self._keys)
+        return {"Stripe-Signature": f"t={ts},{v1}"}
+
+    # -- verifying -----------------------------------------------------------
+
+    def verify(
+        self,
+        headers: Union[Headers, Mapping[str, str]],
+        body: Union[bytes, str],
+        *,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> Optional[int]:
+        """Check ``body`` (the raw bytes) against the signature in ``headers``.
+
+        Returns the signature's Unix timestamp (None for github, which has
+        none). Raises SignatureError, or TimestampError when the signature is
+        right but the timestamp is outside ``tolerance`` seconds.
+        """
+        h = headers if isinstance(headers, Headers) else Headers(headers)
+        body = _as_bytes(body)
+        if self.scheme == "standard":
+            ts_text, candidates, match = self._parse_standard(h)
+        elif self.scheme == "github":
+            ts_text, candidates, match = self._parse_github(h)
+        else:
+            ts_text, candidates, match = self._parse_stripe(h)
+        if not any(match(body, c) for c in candidates):
+            raise self._mismatch(body, candidates, match)
+        if ts_text is None:
+            return None
+        ts = int(ts_text)
+        skew = ts - self._now()
+        if abs(skew) > tolerance:
+            way, clock = ("past", "behind") if skew < 0 else ("future", "ahead of")
+            n = int(abs(skew))
+            raise TimestampError(
+                f"the signature is valid but its timestamp is {n} seconds in the {way} "
+                f"(tolerance {tolerance:g} s): the sender's clock is {clock} this machine's"
+                + (", or this is an old request replayed" if skew < 0 else ""),
+                f"timestamp is {n} seconds in the {way}, outside the {tolerance:g} s tolerance",
+                skew=skew,
+            )
+        return ts
+
+    def _missing(self, name: str, h: Headers) -> SignatureError:
+        extra = ""
+        for header, scheme in _OTHER_SCHEME_HEADERS:
+            if scheme != self.scheme and header in h:
+                extra = (
+                    f"; the request carries {header}, which is the {scheme!r} scheme: "
+                    f"build the receiver with scheme={scheme!r}"
+                )
+                break
+        return SignatureError(f"missing {name} header{extra}", f"missing {name} header")
+
+    def _parse_standard(self, h: Headers):  # type: ignore[no-untyped-def]
+        prefix = "webhook-"
+        if "webhook-signature" not in h and "svix-signature" in h:
+            prefix = "svix-"
+        for part in ("id", "timestamp", "signature"):
+            if not h.get(prefix + part):
+                raise self._missing(prefix + part, h)
+        msg_id, ts_text, sig = h[prefix + "id"], h[prefix + "timestamp"].strip(), h[prefix + "signature"]
+        if not (ts_text.isdigit() and ts_text.isascii()):
+            raise SignatureError(
+                f"{prefix}timestamp is not a Unix time in whole seconds: {ts_text[:40]!r}",
+                f"{prefix}timestamp is not a Unix time in seconds",
+            )
+        candidates = []
+        for part in sig.split():
+            version, _, value = part.partition(",")
+            if version == "v1" and value:
+                candidates.append(value.encode("utf-8", "replace"))
+        if not candidates:
+            raise SignatureError(
+                f"{prefix}signature has no 'v1,<base64>' entry: {sig[:60]!r}",
+                f"{prefix}signature has no v1 signature",
+            )
+        keys, head = self._keys, f"{msg_id}.{ts_text}.".encode("utf-8", "replace")
+
+        def match(body: bytes, candidate: bytes) -> bool:
+            signed = head + body
+            return any(
+                hmac.compare_digest(base64.b64encode(_hmac(k, signed)), candidate) for k in keys
+            )
+
+        return ts_text, candidates, match
+
+    def _parse_github(self, h: Headers):  # type: ignore[no-untyped-def]
+        sig = h.get("x-hub-signature-256")
+        if not sig:
+            if "x-hub-signature" in h:
+                raise SignatureError(
+                    "missing X-Hub-Signature-256 header: only the SHA-1 X-Hub-Signature is "
+                    "present, which webhooklite does not accept (GitHub sends both)",
+                    "missing X-Hub-Signature-256 header",
+                )
+            raise self._missing("X-Hub-Signature-256", h)
+        algo, _, value = sig.strip().partition("=")
+        if algo != "sha256" or not value:
+            raise SignatureError(
+                f"X-Hub-Signature-256 is not 'sha256=<hex>': {sig[:80]!r}",
+                "X-Hub-Signature-256 is not 'sha256=<hex>'",
+            )
+        keys = self._keys
+
+        def match(body: bytes, candidate: bytes) -> bool:
+            return any(hmac.compare_digest(_hmac(k, body).hex().encode(), candidate) for k in keys)
+
+        return None, [value.lower().encode("utf-8", "replace")], match
+
+    def _parse_stripe(self, h: Headers):  # type: ignore[no-untyped-def]
+        sig = h.get("stripe-signature")
+        if not sig:
+            raise self._missing("Stripe-Signature", h)
+        ts_text, candidates = None, []
+        for item in sig.split(","):
+            name, _, value = item.strip().partition("=")
+            if name == "t":
+                ts_text = value
+            elif name == "v1" and value:
+                candidates.append(value.lower().encode("utf-8", "replace"))
+        if ts_text is None or not (ts_text.isdigit() and ts_text.isascii()):
+            raise SignatureError(
+                f"Stripe-Signature has no 't=<unix seconds>': {sig[:80]!r}",
+                "Stripe-Signature has no timestamp",
+            )
+        if not candidates:
+            raise SignatureError(
+                f"Stripe-Signature has no 'v1=' signature: {sig[:80]!r}",
+                "Stripe-Signature has no v1 signature",
+            )
+        keys, head = self._keys, f"{ts_text}.".encode("ascii")
+
+        def match(body: bytes, candidate: bytes) -> bool:
+            signed = head + body
+            return any(hmac.compare_digest(_hmac(k, signed).hex().encode(), candidate) for k in keys)
+
+        return ts_text, candidates, match
+
+    def _mismatch(self, body: bytes, candidates: List[bytes], match: Callable[[bytes, bytes], bool]) -> SignatureError:
+        public = "signature does not match"
+        reencoded = _reserialized_match(body, candidates, match)
+        if reencoded:
+            return SignatureError(
+                "signature does not match this body, but it matches the same JSON encoded "
+                f"{reencoded}: the body was parsed and re-serialized before verifying. "
+                "Verify the raw request bytes (request.body / request.get_data()), "
+                "not json.dumps(parsed)",
+                public,
+            )
+        hints = "; ".join(self._hints)
+        return SignatureError(
+            f"signature does not match: the secret differs from the sender's, or the body "
+            f"was changed on the way (verify the raw request bytes)"
+            + (f"; {hints}" if hints else ""),
+            public,
+        )
+
+
+def _reserialized_match(
+    body: bytes, candidates: List[bytes], match: Callable[[bytes, bytes], bool]
+) -> Optional[str]:
+    """Name the JSON encoding the signature matches, if the body is JSON re-encoded."""
+    if len(body) > _RESERIALIZE_PROBE_LIMIT:
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    variants = (
+        ("compactly (no spaces)", {"separators": (",", ":"), "ensure_ascii": False}),
+        ("with json.dumps's default spacing", {}),
+        ("compactly with non-ASCII unescaped", {"separators": (",", ":"), "ensure_ascii": True}),
+        ("with default spacing and non-ASCII unescaped", {"ensure_ascii": False}),
+        ("compactly with sorted keys", {"separators": (",", ":"), "sort_keys": True}),
+        ("with sorted keys", {"sort_keys": True}),
+        ("indented", {"indent": 2}),
+    )
+    for name, kwargs in variants:
+        try:
+            other = json.dumps(value, **kwargs).encode("utf-8")  # type: ignore[arg-type]
+        except (ValueError, RecursionError):
+            return None
+        if other != body and any(match(other, c) for c in candidates):
+            return name
+    return None
+
+
+def sign(
+    body: Union[bytes, str],
+    secret: Secret,
+    *,
+    scheme: str = "standard",
+    msg_id: Optional[str] = None,
+    timestamp: Optional[int] = None,
+) -> Dict[str, str]:
+    """Return the signature headers for ``body`` (see :meth:`Signer.sign`).
+
+    ``msg_id`` goes into the standard scheme's signed content; a new one is
+    made when it is not given.
+    """
+    return Signer(secret, scheme).sign(_as_bytes(body), msg_id or new_message_id(), timestamp)
+
+
+def verify(
+    body: Union[bytes, str],
+    headers: Union[Headers, Mapping[str, str]],
+    secret: Secret,
+    *,
+    scheme: str = "standard",
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: Optional[Callable[[], float]] = None,
+) -> Optional[int]:
+    """Verify a request's raw ``body`` against its ``headers``; see :meth:`Signer.verify`."""
+    return Signer(secret, scheme, now=now).verify(headers, body, tolerance=tolerance)
