@@ -256,7 +256,7 @@ class Signer:
         prefix = "webhook-"
         if "webhook-signature" not in h and "svix-signature" in h:
             prefix = "svix-"
-        for part in ("id", "timestamp", "signature"):
+        for part in ("signature", "id", "timestamp"):
             if not h.get(prefix + part):
                 raise self._missing(prefix + part, h)
         msg_id, ts_text, sig = h[prefix + "id"], h[prefix + "timestamp"].strip(), h[prefix + "signature"]
