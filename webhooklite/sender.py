@@ -385,7 +385,7 @@ class Sender:
             while size <= RESPONSE_CAP:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the response did not end in time")
-                chunk = resp.read1(16384)
+                chunk = resp.read(16384)  # read(), unlike read1(), marks the end of a sized body
                 if not chunk:
                     break
                 chunks.append(chunk)

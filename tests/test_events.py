@@ -1,0 +1,157 @@
+"""The envelope, type and id extraction, and routing (pure functions: no sockets needed)."""
+import dataclasses
+import datetime
+import decimal
+import enum
+import json
+import uuid
+from urllib.parse import urlencode
+
+import pytest
+
+import webhooklite
+from conftest import SECRET, signed
+from webhooklite.errors import PayloadError
+from webhooklite.events import Router, decode_body, encode_event, encode_json, event_id, event_type
+from webhooklite.headers import Headers
+
+
+def test_envelope_shape_from_the_brief():
+    body = encode_event(
+        "payment.completed",
+        {"order_id": "ABC123", "customer": "Jane D.", "item": "Blue T-Shirt", "amount": 25.00},
+        now=lambda: "2026-04-14T08:30:00Z",
+    )
+    assert body == (
+        b'{"event":"payment.completed","order_id":"ABC123","customer":"Jane D.",'
+        b'"item":"Blue T-Shirt","amount":25.0,"time":"2026-04-14T08:30:00Z"}'
+    )
+
+
+def test_callers_time_is_kept_in_place():
+    body = encode_event("x", {"time": "2020-01-01T00:00:00Z", "a": 1})
+    assert body == b'{"event":"x","time":"2020-01-01T00:00:00Z","a":1}'
+
+
+def test_encoded_types():
+    class Colour(enum.Enum):
+        BLUE = "blue"
+
+    @dataclasses.dataclass
+    class Line:
+        sku: str
+        qty: int
+
+    body = encode_json(
+        {
+            "price": decimal.Decimal("25.10"),
+            "tiny": decimal.Decimal("1E-7"),
+            "when": datetime.datetime(2026, 4, 14, 8, 30, tzinfo=datetime.timezone.utc),
+            "day": datetime.date(2026, 4, 14),
+            "id": uuid.UUID(int=255),
+            "colour": Colour.BLUE,
+            "line": Line("TS-BLUE", 1),
+            "name": "Zoë",
+        }
+    )
+    assert body.decode() == (
+        '{"price":25.10,"tiny":1E-7,"when":"2026-04-14T08:30:00Z","day":"2026-04-14",'
+        '"id":"00000000-0000-0000-0000-0000000000ff","colour":"blue","line":{"sku":"TS-BLUE","qty":1},"name":"Zoë"}'
+    )
+    assert json.loads(body)["price"] == 25.1
+
+
+def test_decimal_marker_cannot_be_forged_by_data():
+    body = encode_json({"a": decimal.Decimal("1.50"), "b": "\x00dec"})
+    assert json.loads(body) == {"a": 1.5, "b": "\x00dec"}
+
+
+def test_unencodable_values_are_type_errors():
+    with pytest.raises(TypeError):
+        encode_json({"x": object()})
+    with pytest.raises(ValueError):
+        encode_json({"x": float("nan")})
+    with pytest.raises(TypeError):
+        encode_event("x", ["not", "a", "dict"])
+
+
+def test_event_type_rules():
+    gh = Headers({"X-GitHub-Event": "issues"})
+    assert event_type(gh, {"action": "opened"}) == "issues.opened"
+    assert event_type(gh, {"ref": "main"}) == "issues"
+    assert event_type(Headers(), {"event": "payment.completed", "type": "t"}) == "payment.completed"
+    assert event_type(Headers(), {"type": "payment_intent.succeeded"}) == "payment_intent.succeeded"
+    assert event_type(Headers(), [1, 2]) is None and event_type(Headers(), {"event": 5}) is None
+
+
+def test_event_id_rules():
+    assert event_id(Headers({"webhook-id": "a", "svix-id": "b"}), {"id": "c"}) == "a"
+    assert event_id(Headers({"svix-id": "b"}), {}) == "b"
+    assert event_id(Headers({"X-GitHub-Delivery": "g"}), {}) == "g"
+    assert event_id(Headers(), {"id": "evt_1"}) == "evt_1"
+    assert event_id(Headers(), {}) is None
+
+
+def test_github_form_encoding():
+    payload = '{"action":"opened","issue":{"title":"Hi"}}'
+    body = urlencode({"payload": payload}).encode()
+    assert decode_body(body, "application/x-www-form-urlencoded") == json.loads(payload)
+    with pytest.raises(PayloadError):
+        decode_body(b"other=1", "application/x-www-form-urlencoded")
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"{", b"\xff", b"[" * 100_000, b"nul\x00"])
+def test_bad_bodies_are_payload_errors(body):
+    with pytest.raises(PayloadError):
+        decode_body(body)
+
+
+def test_router_order_and_patterns():
+    r = Router()
+    calls = []
+    f1, f2, f3, f4 = (lambda e, n=n: calls.append(n) for n in range(4))
+    r.add("payment.*", f1)
+    r.add("*", f2)
+    r.add("payment.completed", f3)
+    r.add("payment.[cr]*", f4)
+    assert r.match("payment.completed") == (f1, f2, f3, f4)
+    assert r.match("payment.refunded") == (f1, f2, f4)
+    assert r.match("order.shipped") == (f2,)
+    assert r.match(None) == (f2,)
+    assert r.match("PAYMENT.COMPLETED") == (f2,)  # case-sensitive, like fnmatchcase
+
+
+def test_on_as_decorator_and_call_returns_the_function():
+    receiver = webhooklite.Receiver(SECRET)
+
+    def f(event):
+        pass
+
+    assert receiver.on("a", f) is f
+    assert receiver.on("b")(f) is f
+    with pytest.raises(ValueError):
+        receiver.on("")
+
+
+def test_handle_sans_io_gives_a_full_event():
+    seen = []
+    receiver = webhooklite.Receiver(SECRET)
+    receiver.on("payment.completed", seen.append)
+    headers, body = signed(data={"item": "Blue T-Shirt", "amount": 25.0}, msg_id="msg_e1")
+    response = receiver.handle("POST", "/", headers, body)
+    assert response.status == 200 and json.loads(response.body) == {"status": "ok"}
+    (event,) = seen
+    assert event.type == "payment.completed" and event.id == "msg_e1"
+    assert event["item"] == "Blue T-Shirt" and dict(event)["amount"] == 25.0
+    assert event.headers["WEBHOOK-ID"] == "msg_e1" and event.body == body
+    assert event.timestamp.tzinfo is datetime.timezone.utc
+    assert abs(event.timestamp.timestamp() - int(headers["webhook-timestamp"])) < 1
+
+
+def test_star_handler_sees_non_object_json():
+    seen = []
+    receiver = webhooklite.Receiver(SECRET)
+    receiver.on("*", seen.append)
+    headers, body = signed(body=b'["a", 1]')
+    assert receiver.handle("POST", "/", headers, body).status == 200
+    assert seen[0].type is None and seen[0].data == ["a", 1] and len(seen[0]) == 0

@@ -1,0 +1,250 @@
+"""The Sender against scripted loopback servers: wire format, retries, redirects, timeouts, reuse."""
+import json
+import threading
+import time
+
+import pytest
+
+import webhooklite
+from conftest import SECRET
+from webhooklite import Retry, Sender
+
+FAST = Retry(attempts=3, backoff=0.01, max_delay=0.05, jitter=0)
+ORDER = {"order_id": "ABC123", "customer": "Jane D.", "item": "Blue T-Shirt", "amount": 25.00}
+
+
+def test_wire_format(scripted):
+    server = scripted([200])
+    with Sender(server.url, SECRET) as sender:
+        d = sender.send("payment.completed", dict(ORDER, time="2026-04-14T08:30:00Z"))
+    assert d.ok and d.status == 200 and d.attempts == 1 and d.response_body == b'{"ok":true}'
+    method, path, headers, body = server.requests[0]
+    assert (method, path) == ("POST", "/hook")
+    assert body == (
+        b'{"event":"payment.completed","order_id":"ABC123","customer":"Jane D.",'
+        b'"item":"Blue T-Shirt","amount":25.0,"time":"2026-04-14T08:30:00Z"}'
+    )
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == f"webhooklite/{webhooklite.__version__}"
+    assert headers["webhook-id"] == d.id and d.id.startswith("msg_")
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
+    assert webhooklite.verify(body, headers, SECRET) == int(headers["webhook-timestamp"])
+
+
+def test_time_is_added_in_rfc3339_utc(scripted):
+    server = scripted([200])
+    webhooklite.send(server.url, "payment.completed", ORDER, secret=SECRET)
+    data = json.loads(server.requests[0][3])
+    assert list(data)[0] == "event" and list(data)[-1] == "time"
+    assert time.strptime(data["time"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_event_field_in_data_is_refused(scripted):
+    server = scripted([200])
+    with pytest.raises(ValueError, match="'event'"):
+        webhooklite.send(server.url, "x", {"event": "y"})
+    assert server.requests == []
+
+
+def test_post_sends_json_as_is(scripted):
+    server = scripted([200])
+    with Sender(server.url) as sender:
+        assert sender.post({"text": "New order! ✓"}).ok
+    _, _, headers, body = server.requests[0]
+    assert body == '{"text":"New order! ✓"}'.encode()
+    assert "webhook-signature" not in headers and headers["webhook-id"].startswith("msg_")
+
+
+def test_retry_on_503_keeps_the_id_and_refreshes_the_timestamp(scripted, monkeypatch):
+    server = scripted([503, 503, 200])
+    clock = iter(range(1_700_000_000, 1_700_000_100, 7))
+    monkeypatch.setattr(webhooklite.sender.time, "time", lambda: float(next(clock)))
+    with Sender(server.url, SECRET, retry=FAST) as sender:
+        d = sender.send("payment.completed", ORDER)
+    assert d.ok and d.attempts == 3
+    ids = {r[2]["webhook-id"] for r in server.requests}
+    stamps = [r[2]["webhook-timestamp"] for r in server.requests]
+    assert ids == {d.id}
+    assert len(set(stamps)) == 3
+    assert len({r[2]["webhook-signature"] for r in server.requests}) == 3
+    assert len({r[3] for r in server.requests}) == 1  # the body does not change
+
+
+def test_retry_on_connection_reset(scripted):
+    server = scripted(["reset", 200])
+    d = webhooklite.send(server.url, "payment.completed", ORDER, secret=SECRET, retry=FAST)
+    assert d.ok and d.attempts == 2 and len(server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_no_retry_on_other_4xx(scripted, status):
+    server = scripted([status])
+    d = webhooklite.send(server.url, "payment.completed", ORDER, retry=FAST)
+    assert not d.ok and d.status == status and d.attempts == 1 and len(server.requests) == 1
+    with pytest.raises(webhooklite.DeliveryError) as e:
+        d.raise_for_status()
+    assert e.value.status == status and e.value.attempts == 1
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
+def test_retry_statuses(scripted, status):
+    server = scripted([status, 200])
+    d = webhooklite.send(server.url, "x", {}, retry=FAST)
+    assert d.ok and d.attempts == 2
+
+
+def test_gives_up_after_attempts(scripted):
+    server = scripted([500])
+    d = webhooklite.send(server.url, "x", {}, retry=FAST)
+    assert not d.ok and d.status == 500 and d.attempts == 3 and len(server.requests) == 3
+    assert "500" in d.error
+
+
+def test_redirect_is_not_followed(scripted):
+    server = scripted([(302, {"Location": "http://127.0.0.1:1/elsewhere"})])
+    d = webhooklite.send(server.url, "x", {}, retry=FAST)
+    assert not d.ok and d.status == 302 and d.attempts == 1
+    assert "not followed" in d.error and "elsewhere" in d.error
+    assert len(server.requests) == 1
+
+
+def test_retry_after_is_honoured(scripted):
+    server = scripted([(503, {"Retry-After": "1"}), 200])
+    start = time.monotonic()
+    d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=2, backoff=0.01, max_delay=5, jitter=0))
+    assert d.ok and time.monotonic() - start >= 0.95
+
+
+def test_retry_after_is_capped_by_max_delay(scripted):
+    server = scripted([(429, {"Retry-After": "3600"}), 200])
+    start = time.monotonic()
+    d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=2, backoff=0.01, max_delay=0.2, jitter=0))
+    assert d.ok and time.monotonic() - start < 2
+
+
+def test_retry_after_http_date():
+    from email.utils import formatdate
+
+    from webhooklite.sender import _parse_retry_after
+
+    assert 8 <= _parse_retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+    assert _parse_retry_after("120") == 120
+    assert _parse_retry_after("soon") is None
+
+
+def test_backoff_schedule_and_jitter():
+    r = Retry(attempts=6, backoff=0.5, max_delay=3.0, jitter=0)
+    assert [r.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    j = Retry(backoff=1.0, jitter=0.2)
+    delays = [j.delay(1) for _ in range(200)]
+    assert 0.8 <= min(delays) < max(delays) <= 1.2
+
+
+def test_timeout_is_respected(scripted):
+    server = scripted([("sleep", 2)])
+    start = time.monotonic()
+    d = webhooklite.send(server.url, "x", {}, timeout=0.3, retry=Retry(attempts=1))
+    assert not d.ok and d.status is None and "timed out" in d.error
+    assert time.monotonic() - start < 1.5
+
+
+def test_connection_refused_is_reported_not_raised():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = webhooklite.send(f"http://127.0.0.1:{port}/", "x", {}, retry=FAST)
+    assert not d.ok and d.status is None and d.attempts == 3 and "refused" in d.error
+
+
+def test_connection_is_reused_across_sends(scripted):
+    server = scripted([200])
+    with Sender(server.url, SECRET) as sender:
+        for _ in range(20):
+            assert sender.send("x", {}).ok
+    assert len(server.requests) == 20 and server.connections == 1
+
+
+def test_dead_pooled_connection_is_replaced_transparently(scripted):
+    server = scripted(["close", 200])
+    with Sender(server.url, retry=Retry(attempts=1)) as sender:
+        assert sender.send("x", {}).ok
+        time.sleep(0.05)  # the server has closed the kept-alive connection
+        d = sender.send("x", {})
+    assert d.ok and d.attempts == 1 and server.connections == 2
+
+
+def test_thread_safe_sends_share_few_connections(scripted):
+    server = scripted([200])
+    results = []
+    with Sender(server.url, SECRET) as sender:
+        def work():
+            for _ in range(25):
+                results.append(sender.send("x", {}).ok)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert results == [True] * 100 and len(server.requests) == 100
+    assert server.connections <= 4
+    assert len({r[2]["webhook-id"] for r in server.requests}) == 100
+
+
+def test_github_scheme_headers(scripted):
+    server = scripted([200])
+    with Sender(server.url, "It's a Secret to Everybody", scheme="github") as sender:
+        d = sender.send("issues", {"action": "opened"})
+    _, _, headers, body = server.requests[0]
+    assert headers["x-github-event"] == "issues" and headers["x-github-delivery"] == d.id
+    assert headers["webhook-id"] == d.id
+    assert webhooklite.verify(body, headers, "It's a Secret to Everybody", scheme="github") is None
+
+
+def test_stripe_scheme_headers(scripted):
+    server = scripted([200])
+    webhooklite.send(server.url, "payment_intent.succeeded", {}, secret="whsec_abc", scheme="stripe")
+    _, _, headers, body = server.requests[0]
+    assert headers["stripe-signature"].startswith("t=")
+    assert webhooklite.verify(body, headers, "whsec_abc", scheme="stripe")
+
+
+def test_custom_headers_and_header_injection(scripted):
+    server = scripted([200])
+    with Sender(server.url, headers={"X-Store": "blue-shirts"}) as sender:
+        sender.send("x", {})
+    assert server.requests[0][2]["x-store"] == "blue-shirts"
+    with pytest.raises(ValueError):
+        Sender(server.url, headers={"X-Evil": "a\r\nInjected: yes"})
+    with pytest.raises(ValueError):
+        webhooklite.send(server.url, "x\r\nInjected: yes", {})
+
+
+def test_response_body_is_capped(scripted):
+    # A receiver answering with a large body: the Delivery keeps 64 KiB of it.
+    receiver = webhooklite.Receiver(None)
+    big = b"x" * (200 * 1024)
+    receiver.process = lambda h, body: webhooklite.Response(500, [], big)  # type: ignore[assignment]
+    with receiver.start() as server:
+        d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=1))
+    assert d.status == 500 and len(d.response_body) == 64 * 1024
+
+
+def test_bad_urls_are_refused():
+    for url in ("ftp://example.com/", "http:///nohost", "not a url", "http://127.0.0.1:port/"):
+        with pytest.raises(ValueError):
+            Sender(url)
+
+
+def test_secret_not_in_repr_or_logs(scripted, caplog):
+    server = scripted([503])
+    secret = "whsec_" + "QUJD" * 8
+    with caplog.at_level("DEBUG", logger="webhooklite"):
+        d = webhooklite.send(server.url + "/T0000/SECRETPATH", "x", {}, secret=secret, retry=FAST)
+    assert not d.ok
+    text = caplog.text + repr(d)
+    assert "QUJD" not in text and "SECRETPATH" not in text
+    assert "failed after 3 attempt(s)" in caplog.text
