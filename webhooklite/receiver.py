@@ -254,10 +254,15 @@ class Receiver:
                 body = stream.read(length) if length else b""
                 if len(body) < length:
                     response = _error(400, "the body ended before Content-Length bytes")
-            elif chunked or environ.get("wsgi.input_terminated"):
+            elif environ.get("wsgi.input_terminated"):  # gunicorn, waitress: de-chunked, ends at EOF
                 body = stream.read(self.max_body + 1)
                 if len(body) > self.max_body:
                     response = _error(413, f"the body is over the {self.max_body}-byte limit")
+            elif chunked:
+                # The server hands over the raw chunked stream (wsgiref does): its end cannot be
+                # found without blocking on the socket, so ask for a Content-Length instead.
+                body = b""
+                response = _error(411, "this server cannot read a chunked body: send Content-Length")
             else:
                 body = b""
             if response is None:
@@ -277,6 +282,21 @@ class Receiver:
         headers.append(("Content-Length", str(len(response.body))))
         start_response(f"{response.status} {response.reason}", headers)
         return [response.body]
+
+    # -- ASGI ---------------------------------------------------------------
+
+    @property
+    def asgi(self) -> Any:
+        """This receiver as an ASGI 3 app (FastAPI/Starlette ``app.mount("/hooks", receiver.asgi)``, uvicorn).
+
+        Same checks, same answers as the WSGI app; handlers run in a thread pool.
+        """
+        app = getattr(self, "_asgi", None)
+        if app is None:
+            from .asgi import ASGIApp  # asyncio is imported only by those who use it
+
+            app = self._asgi = ASGIApp(self)
+        return app
 
     # -- serving ------------------------------------------------------------
 
