@@ -40,3 +40,37 @@ def test_readme_python_block_runs(code, tmp_path):
     out = run_python(code, tmp_path)
     assert out.returncode == 0, f"README block failed:\n{code}\n--- stderr:\n{out.stderr}"
     assert "Traceback" not in out.stderr
+
+
+def test_store_example_in_two_terminals():
+    import socket
+    import time
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+    s.close()
+    notifier = subprocess.Popen(
+        [sys.executable, "examples/store_notify.py", "notifier", "--port", port],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "waiting for orders" in notifier.stdout.readline()
+        deadline = time.monotonic() + 10
+        while True:  # the notifier may take a moment to bind
+            store = subprocess.run(
+                [sys.executable, "examples/store_notify.py", "store", "--port", port],
+                cwd=ROOT, capture_output=True, text=True, timeout=30,
+            )
+            if store.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert store.returncode == 0, store.stderr
+        assert "notifier answered 200" in store.stdout
+        assert notifier.stdout.readline().strip() == "New order! Item: Blue T-Shirt, $25. Customer: Jane D."
+        notifier.send_signal(__import__("signal").SIGINT)
+        assert notifier.wait(timeout=10) == 0
+        assert "Traceback" not in notifier.stderr.read()
+    finally:
+        notifier.kill()
+        notifier.wait()

@@ -149,6 +149,8 @@ class Receiver:
         ``receiver.on("payment.completed", notify)``. Returns the function
         unchanged. Patterns are shell-style; ``"*"`` sees every event.
         """
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError("a pattern is a non-empty string such as 'payment.*' or '*'")
         if handler is not None:
             self._router.add(pattern, handler)
             return handler
@@ -217,22 +219,26 @@ class Receiver:
             if state == "busy":
                 return _BUSY
         event = Event(etype, eid, _utc(ts), data, h, body)
-        errors: List[BaseException] = []
-        for handler in handlers:
-            try:
-                handler(event)
-            except Exception as exc:
-                errors.append(exc)
-                log.exception(
-                    "handler %s failed on %s event %s", getattr(handler, "__qualname__", handler), etype, eid
-                )
-        if errors:
+        failed = False
+        try:
+            for handler in handlers:
+                try:
+                    handler(event)
+                except Exception:
+                    failed = True
+                    log.exception(
+                        "handler %s failed on %s event %s", getattr(handler, "__qualname__", handler), etype, eid
+                    )
+        except BaseException:  # KeyboardInterrupt, SystemExit: the id must not stay busy
+            failed = True
+            raise
+        finally:
             if eid is not None:
-                self.store.abort(eid)
-            return _HANDLER_FAILED
-        if eid is not None:
-            self.store.commit(eid)
-        return _OK
+                if failed:
+                    self.store.abort(eid)
+                else:
+                    self.store.commit(eid)
+        return _HANDLER_FAILED if failed else _OK
 
     # -- WSGI ---------------------------------------------------------------
 
