@@ -11,11 +11,13 @@ on Redis; see the README):
 ``abort(id)``
     The handlers failed: the id may be handled again.
 """
+import os
 import threading
+import time
 from collections import OrderedDict
-from typing import Set
+from typing import Any, Set, Union
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "SQLiteStore"]
 
 
 class MemoryStore:
@@ -52,3 +54,107 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._done)
+
+
+def _open_sqlite(path: str, synchronous: str = "NORMAL", busy_timeout: float = 10.0) -> Any:
+    """A sqlite3 connection in WAL mode (autocommit; transactions are explicit) shared by threads.
+
+    Several processes may open the file at the same moment: switching to WAL
+    needs a lock that sqlite does not wait for, so that step is retried.
+    """
+    import sqlite3  # imported on first use: `import webhooklite` stays light
+
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if str(mode).lower() != "wal":
+            raise ValueError(f"{path!r}: sqlite3 could not switch the file to WAL mode (it says {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SQLiteStore:
+    """A store in a sqlite3 file that several processes share (e.g. gunicorn workers on one host).
+
+    ``Receiver(secret, store=SQLiteStore("handled.db"))``: a message id whose
+    handlers succeeded in any process is answered 2xx everywhere without
+    running them again. A "busy" mark older than ``busy_for`` seconds is
+    taken over (a process that crashed while handling must not block the id
+    for ever; keep handlers shorter than that). Handled ids are remembered for
+    ``keep`` seconds (default 7 days: longer than an outbox's retry schedule),
+    then forgotten.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, busy_for: float = 60.0, keep: float = 7 * 86400) -> None:
+        if busy_for <= 0 or keep <= 0:
+            raise ValueError("busy_for and keep are positive numbers of seconds")
+        #: The sqlite3 file.
+        self.path = os.fspath(path)
+        #: Seconds after which a "busy" mark counts as abandoned.
+        self.busy_for = float(busy_for)
+        #: Seconds a handled id is remembered.
+        self.keep = float(keep)
+        self._lock = threading.Lock()
+        self._commits = 0
+        # One connection shared by the server's threads (each call is a statement or two); processes
+        # coordinate through sqlite's file locks, waiting up to 10 s for one another.
+        # WAL + synchronous=NORMAL: a commit survives a crash of the process (not of the machine).
+        self._conn: Any = _open_sqlite(self.path, "NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS handled (id TEXT PRIMARY KEY, done INTEGER NOT NULL, at REAL NOT NULL)"
+        )
+        self._conn.execute("CREATE INDEX IF NOT EXISTS handled_at ON handled (at)")
+
+    def begin(self, id: str) -> str:
+        now = time.time()
+        with self._lock:
+            # One atomic statement claims the id when it is new or its busy mark is abandoned.
+            claimed = self._conn.execute(
+                "INSERT INTO handled (id, done, at) VALUES (?, 0, ?) "
+                "ON CONFLICT (id) DO UPDATE SET at = excluded.at WHERE done = 0 AND at < ?",
+                (id, now, now - self.busy_for),
+            ).rowcount
+            if claimed:
+                return "new"
+            row = self._conn.execute("SELECT done FROM handled WHERE id = ?", (id,)).fetchone()
+        if row is None:  # aborted between the two statements: let the sender come back
+            return "busy"
+        return "done" if row[0] else "busy"
+
+    def commit(self, id: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO handled (id, done, at) VALUES (?, 1, ?) ON CONFLICT (id) DO UPDATE SET done = 1, at = excluded.at",
+                (id, now),
+            )
+            self._commits += 1
+            if self._commits % 1000 == 1:
+                self._conn.execute("DELETE FROM handled WHERE done = 1 AND at < ?", (now - self.keep,))
+
+    def abort(self, id: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM handled WHERE id = ? AND done = 0", (id,))
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._conn.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM handled WHERE done = 1").fetchone()[0])

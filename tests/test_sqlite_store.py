@@ -1,0 +1,140 @@
+"""SQLiteStore: the dedupe record that several receiver processes share, in one sqlite3 file."""
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import webhooklite
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_begin_commit_abort_like_the_memory_store(tmp_path):
+    store = webhooklite.SQLiteStore(tmp_path / "seen.db")
+    assert store.begin("msg_1") == "new"
+    assert store.begin("msg_1") == "busy"  # being handled
+    store.abort("msg_1")  # the handlers failed: it may be handled again
+    assert store.begin("msg_1") == "new"
+    store.commit("msg_1")
+    assert store.begin("msg_1") == "done"
+    store.abort("msg_1")  # an abort never forgets a success
+    assert store.begin("msg_1") == "done"
+    assert store.begin("msg_2") == "new"
+    assert len(store) == 1
+    store.close()
+    again = webhooklite.SQLiteStore(tmp_path / "seen.db")  # it is on disk
+    assert again.begin("msg_1") == "done"
+    assert again.begin("msg_2") == "busy"
+    again.close()
+
+
+def test_a_busy_mark_left_by_a_crashed_process_expires(tmp_path):
+    crashed = webhooklite.SQLiteStore(tmp_path / "seen.db", busy_for=0.3)
+    assert crashed.begin("msg_1") == "new"  # ...and the process dies before commit or abort
+    other = webhooklite.SQLiteStore(tmp_path / "seen.db", busy_for=0.3)
+    assert other.begin("msg_1") == "busy"
+    time.sleep(0.35)
+    assert other.begin("msg_1") == "new"
+    assert crashed.begin("msg_1") == "busy"  # taken over: only one owner at a time
+    other.commit("msg_1")
+    assert crashed.begin("msg_1") == "done"
+    with pytest.raises(ValueError):
+        webhooklite.SQLiteStore(tmp_path / "x.db", busy_for=0)
+
+
+def test_old_handled_ids_are_forgotten_after_keep(tmp_path):
+    store = webhooklite.SQLiteStore(tmp_path / "seen.db", keep=0.2)
+    store.commit("msg_old")
+    time.sleep(0.25)
+    store._commits = 0  # the next commit prunes
+    store.commit("msg_new")
+    assert store.begin("msg_old") == "new"
+    assert store.begin("msg_new") == "done"
+
+
+def test_only_one_of_many_threads_gets_new(tmp_path):
+    store = webhooklite.SQLiteStore(tmp_path / "seen.db")
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: store.begin("msg_race"), range(64)))
+    assert answers.count("new") == 1 and set(answers) == {"new", "busy"}
+
+
+RECEIVER = """
+import sys, time, webhooklite
+path, log = sys.argv[1], sys.argv[2]
+receiver = webhooklite.Receiver(None, store=webhooklite.SQLiteStore(path))
+
+@receiver.on("*")
+def handle(event):
+    time.sleep(0.02)  # long enough for the other process to see the same id meanwhile
+    with open(log, "a") as f:
+        f.write(event.id + "\\n")
+
+with receiver.start() as server:
+    print(server.url, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_two_receiver_processes_sharing_the_file_handle_each_message_once(tmp_path):
+    db, log = str(tmp_path / "seen.db"), str(tmp_path / "handled.log")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RECEIVER, db, log], env=env, text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    try:
+        urls = []
+        for p in procs:
+            line = []
+            t = threading.Thread(target=lambda: line.append(p.stdout.readline()), daemon=True)
+            t.start()
+            t.join(10)
+            assert line and line[0].startswith("http://"), p.stderr.read() if p.poll() is not None else ""
+            urls.append(line[0].strip())
+        senders = [webhooklite.Sender(u, timeout=5, retry=webhooklite.Retry(attempts=1)) for u in urls]
+        ids = [f"msg_shared_{i}" for i in range(40)]
+        seen = []
+
+        def deliver(job):
+            # 409 means "the other process is handling this id right now": come back, as a sender would.
+            for _ in range(100):
+                d = job[0].send("order.created", {"n": 1}, id=job[1])
+                seen.append(d.status)
+                if d.status != 409:
+                    return d
+                time.sleep(0.02)
+            return d
+
+        # Every message goes to both processes at the same moment, like a retry landing on another worker.
+        jobs = [(s, i) for i in ids for s in senders]
+        with ThreadPoolExecutor(8) as pool:
+            deliveries = list(pool.map(deliver, jobs))
+        assert all(d.ok for d in deliveries), [d for d in deliveries if not d.ok][:3]
+        assert 409 in seen  # the two processes did meet on the same id
+        for s in senders:
+            s.close()
+    finally:
+        for p in procs:
+            try:
+                p.stdin.write("\n")
+                p.stdin.flush()
+            except OSError:
+                pass
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            for f in (p.stdin, p.stdout, p.stderr):
+                f.close()
+    handled = Path(log).read_text().split()
+    assert sorted(handled) == sorted(ids)  # every id handled, each exactly once across both processes
+    assert all(p.returncode == 0 for p in procs)

@@ -1,0 +1,1075 @@
+"""Durable sending: an outbox in one sqlite3 file, fan-out to endpoints, delivery workers.
+
+    outbox = Outbox("webhooks.db")
+    outbox.add_endpoint("https://example.com/hooks", secret="whsec_...", events=["payment.*"])
+    outbox.send("payment.completed", {"order_id": "ABC123"})   # on disk when it returns
+    outbox.start()                                             # deliver in background threads
+    outbox.drain(timeout=30); outbox.stop()
+
+How it stays correct (read this before changing the SQL):
+
+- ``send`` inserts the message and one delivery per matching enabled endpoint
+  in one transaction (fan-out at send time), and commits before it returns.
+- A worker *claims* due deliveries inside ``BEGIN IMMEDIATE`` (so two
+  processes never claim the same row): it writes its token into ``worker``
+  and moves ``next_at`` to the end of its lease. A claimed delivery is
+  therefore not due for anyone else until the lease runs out. While it holds a
+  claim (queued or in flight), the worker renews the lease every ``lease/3``
+  seconds. A worker that dies stops renewing; when its lease ends the
+  delivery is due again and another worker takes it over.
+- The outcome is written afterwards. A success marks the delivery delivered
+  whoever holds it now; a failure reschedules it only if the worker still owns
+  the claim (the same token), so a worker that lost its lease cannot undo a
+  newer worker's work.
+- Delivery is at-least-once: a crash after a request was sent but before its
+  outcome was written means it is sent again. It carries the same message id
+  (``webhook-id``) every time, for every endpoint, so receivers dedupe.
+
+The clock is ``time.time()`` (wall clock): workers in several processes
+compare times stored in the file.
+"""
+import base64
+import collections
+import fnmatch
+import json
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+
+from .events import encode_event
+from .sender import Delivery, Retry, Sender
+from .signing import Secret, new_message_id
+from .store import _open_sqlite
+
+__all__ = ["Outbox", "Endpoint", "DeliveryRecord", "Attempt", "DEFAULT_SCHEDULE"]
+
+log = logging.getLogger("webhooklite")
+
+#: The Standard Webhooks retry schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+DEFAULT_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+#: How much of a response body the attempt log keeps.
+SNIPPET = 1024
+#: Milliseconds a connection waits for another process's write lock before giving up.
+BUSY_TIMEOUT_MS = 10_000
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    secret TEXT,
+    scheme TEXT NOT NULL,
+    events TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    timeout REAL NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    endpoint_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    next_at REAL,
+    worker TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (endpoint_id, next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_worker ON deliveries (worker) WHERE worker IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (state, endpoint_id);
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    status INTEGER,
+    duration REAL NOT NULL,
+    response BLOB,
+    error TEXT,
+    worker TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (delivery_id);
+"""
+_SCHEMA_VERSION = 1
+
+
+def _connect(path: str, synchronous: str) -> Any:
+    return _open_sqlite(path, synchronous, BUSY_TIMEOUT_MS / 1000)
+
+
+@contextmanager
+def _write(conn: Any) -> Iterator[Any]:
+    """One write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlocks)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # already rolled back by sqlite itself
+            pass
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:
+            pass
+        raise
+
+
+def _dump_secret(secret: Optional[Secret]) -> Optional[str]:
+    if secret is None:
+        return None
+    items = [secret] if isinstance(secret, (str, bytes)) else list(secret)
+    return json.dumps([{"b64": base64.b64encode(s).decode()} if isinstance(s, bytes) else s for s in items])
+
+
+def _load_secret(text: Optional[str]) -> Optional[Secret]:
+    if text is None:
+        return None
+    items = [base64.b64decode(x["b64"]) if isinstance(x, dict) else x for x in json.loads(text)]
+    return items[0] if len(items) == 1 else items
+
+
+def _matches(patterns: Sequence[str], event: str) -> bool:
+    for p in patterns:
+        if p == event or (any(c in p for c in "*?[") and fnmatch.fnmatchcase(event, p)):
+            return True
+    return False
+
+
+class Endpoint:
+    """An endpoint as stored in the outbox (its secret is kept but not shown)."""
+
+    __slots__ = ("id", "url", "events", "scheme", "headers", "timeout", "enabled", "disabled_reason", "created")
+
+    def __init__(self, row: Tuple[Any, ...]) -> None:
+        id, url, events, scheme, headers, timeout, enabled, reason, created = row
+        #: The endpoint's id in the outbox.
+        self.id: int = id
+        #: Where its deliveries are POSTed.
+        self.url: str = url
+        #: The event-type patterns it receives (``"*"``, ``"payment.*"``...).
+        self.events: Tuple[str, ...] = tuple(json.loads(events))
+        #: Its signing scheme.
+        self.scheme: str = scheme
+        #: Extra request headers.
+        self.headers: Dict[str, str] = json.loads(headers)
+        #: Seconds one attempt may take.
+        self.timeout: float = timeout
+        #: False once disabled (by hand, or by a 410 Gone answer).
+        self.enabled: bool = bool(enabled)
+        #: Why it was disabled, or None.
+        self.disabled_reason: Optional[str] = reason
+        #: When it was added (unix seconds).
+        self.created: float = created
+
+    def __repr__(self) -> str:
+        state = "enabled" if self.enabled else f"disabled: {self.disabled_reason}"
+        return f"<Endpoint {self.id} {self.url!r} events={list(self.events)} {state}>"
+
+
+class DeliveryRecord:
+    """One message for one endpoint, as stored: its state and last outcome."""
+
+    __slots__ = (
+        "id", "message_id", "endpoint_id", "url", "event", "state", "attempts", "tries",
+        "next_at", "last_status", "last_error", "created", "updated", "body",
+    )
+
+    def __init__(self, row: Tuple[Any, ...]) -> None:
+        (self.id, self.message_id, self.endpoint_id, self.url, self.event, self.state, self.attempts,
+         self.tries, self.next_at, self.last_status, self.last_error, self.created, self.updated,
+         body) = row
+        #: The stored body, exactly as sent.
+        self.body: bytes = bytes(body) if body is not None else b""
+
+    def __repr__(self) -> str:
+        last = f" last={self.last_status or self.last_error!r}" if (self.last_status or self.last_error) else ""
+        return (
+            f"<DeliveryRecord {self.id} {self.message_id} {self.event!r} -> endpoint {self.endpoint_id} "
+            f"{self.state} attempts={self.attempts}{last}>"
+        )
+
+
+class Attempt:
+    """One logged attempt: when, the status (None when no answer), how long, the answer's start, the error."""
+
+    __slots__ = ("at", "status", "duration", "response", "error", "worker")
+
+    def __init__(self, row: Tuple[Any, ...]) -> None:
+        self.at, self.status, self.duration, response, self.error, self.worker = row
+        #: At most the first 1 KiB of the response body.
+        self.response: bytes = bytes(response) if response is not None else b""
+
+    def __repr__(self) -> str:
+        return f"<Attempt status={self.status} {self.duration * 1000:.1f} ms error={self.error!r}>"
+
+
+class _Job:
+    __slots__ = ("delivery_id", "endpoint_id", "message_id", "event", "body", "tries", "sender")
+
+    def __init__(self, delivery_id: int, endpoint_id: int, message_id: str, event: str, body: bytes,
+                 tries: int, sender: Sender) -> None:
+        self.delivery_id = delivery_id
+        self.endpoint_id = endpoint_id
+        self.message_id = message_id
+        self.event = event
+        self.body = body
+        self.tries = tries
+        self.sender = sender
+
+
+_DELIVERY_COLUMNS = (
+    "d.id, d.message_id, d.endpoint_id, e.url, m.event, d.state, d.attempts, d.tries, d.next_at, "
+    "d.last_status, d.last_error, d.created, d.updated, m.body"
+)
+_DELIVERY_FROM = (
+    "FROM deliveries d JOIN messages m ON m.id = d.message_id LEFT JOIN endpoints e ON e.id = d.endpoint_id"
+)
+
+
+class Outbox:
+    """A durable queue of webhooks in one sqlite3 file, delivered to the endpoints stored with it.
+
+    ``send()`` returns once the message is committed, so it survives a crash of
+    the process at any point; workers (:meth:`start`, or :meth:`run` in a
+    process of its own) deliver it once to every endpoint whose patterns match
+    its type, retrying on ``schedule`` (one entry per attempt: the delay
+    before it, from the previous attempt, ±``jitter``), then park it as dead.
+    Several processes may share the file.
+
+    ``workers`` threads send; at most ``per_endpoint`` of them (default: half)
+    work for one endpoint, so a slow one never holds them all. ``lease`` is
+    how long a claim lasts without renewal (a crashed worker's deliveries are
+    taken over after it); it must be longer than ``timeout``, the seconds one
+    attempt may take (an endpoint can set its own). ``poll`` is how often an
+    idle worker looks for work sent by other processes.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE,
+        workers: int = 4,
+        lease: float = 60.0,
+        timeout: float = 10.0,
+        per_endpoint: Optional[int] = None,
+        poll: float = 0.5,
+        jitter: float = 0.2,
+    ) -> None:
+        path = os.fspath(path)
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ValueError("an Outbox lives in a file: give a path such as 'webhooks.db'")
+        schedule = tuple(float(s) for s in schedule)
+        if not schedule or any(s < 0 for s in schedule):
+            raise ValueError("schedule is a non-empty list of delays in seconds, each >= 0")
+        if workers < 1:
+            raise ValueError("workers is at least 1")
+        if per_endpoint is None:
+            per_endpoint = max(1, workers // 2)
+        if not 1 <= per_endpoint <= workers:
+            raise ValueError("per_endpoint is from 1 to workers")
+        if timeout <= 0:
+            raise ValueError("timeout is a positive number of seconds")
+        if lease <= timeout:
+            raise ValueError(
+                f"lease ({lease:g} s) must be longer than the send timeout ({timeout:g} s): "
+                "otherwise another worker could take over a delivery that is still being sent"
+            )
+        if poll <= 0 or not 0 <= jitter < 1:
+            raise ValueError("poll is > 0 seconds; jitter is a fraction from 0 to 1")
+        #: The sqlite3 file.
+        self.path = path
+        #: Delay before each attempt, from the previous one (the first from the send).
+        self.schedule: Tuple[float, ...] = schedule
+        #: Delivery threads.
+        self.workers = workers
+        #: Most threads working for one endpoint at once.
+        self.per_endpoint = per_endpoint
+        #: Seconds a claim lasts without renewal.
+        self.lease = float(lease)
+        #: Default seconds one attempt may take.
+        self.timeout = float(timeout)
+        #: Seconds between looks for work from other processes.
+        self.poll = float(poll)
+        #: Fraction of random spread on each delay (0.2 is ±20%).
+        self.jitter = float(jitter)
+
+        if not os.path.exists(path):
+            # Endpoint secrets are stored in the file: only its owner may read it.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        self._api = _connect(path, "FULL")  # FULL: a send is on disk, not just in the OS cache
+        self._api_lock = threading.RLock()
+        self._batch_depth = 0
+        self._ensure_schema()
+
+        # Worker state, guarded by _lock.
+        self._lock = threading.Lock()
+        self._work_cv = threading.Condition(self._lock)  # workers wait for jobs
+        self._disp_cv = threading.Condition(self._lock)  # the dispatcher waits for results and sends
+        self._progress = threading.Condition(self._lock)  # drain() waits for commits
+        self._queues: Dict[int, Deque[_Job]] = {}
+        self._inflight: Dict[int, int] = {}
+        self._held: Dict[int, _Job] = {}
+        self._gone: Set[int] = set()  # endpoints that just answered 410, until that is recorded
+        self._results: List[Tuple[_Job, Delivery, float]] = []
+        self._rr = 0
+        self._kick = False
+        self._stopping = False
+        self._running = False
+        self._stopped = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._token = ""
+        self._senders: Dict[int, Tuple[int, Sender]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Outbox({self.path!r}, workers={self.workers}, running={self._running})"
+
+    def __enter__(self) -> "Outbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _ensure_schema(self) -> None:
+        with self._api_lock:
+            if self._api.execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION:
+                return
+            with _write(self._api) as c:
+                version = c.execute("PRAGMA user_version").fetchone()[0]
+                if version > _SCHEMA_VERSION:
+                    raise ValueError(f"{self.path!r} was written by a newer webhooklite (schema {version})")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, event: str, data: Any = None, *, id: Optional[str] = None) -> str:
+        """Store ``event`` for every matching endpoint; return the message id once it is on disk.
+
+        The body is encoded now (the webhooklite envelope), once. ``id`` sets
+        the message id (``webhook-id``); sending an id that is already in the
+        outbox does nothing, so a retried ``send`` cannot duplicate a message.
+        """
+        return self._enqueue([(event, encode_event(event, data), id)])[0]
+
+    def send_many(self, items: Iterable[Tuple[str, Any]]) -> List[str]:
+        """Store many ``(event, data)`` pairs in one transaction; return their ids."""
+        return self._enqueue([(event, encode_event(event, data), None) for event, data in items])
+
+    @contextmanager
+    def batch(self) -> Iterator["Outbox"]:
+        """Make every ``send`` in the block one transaction (all or none on an exception).
+
+        The file's write lock is held for the whole block: keep it short.
+        """
+        with self._api_lock:
+            if self._batch_depth == 0:
+                self._api.execute("BEGIN IMMEDIATE")
+            self._batch_depth += 1
+            ok = False
+            try:
+                yield self
+                ok = True
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    if ok:
+                        self._api.execute("COMMIT")
+                    else:
+                        self._api.execute("ROLLBACK")
+            if ok and self._batch_depth == 0:
+                self._wake()
+
+    def _enqueue(self, items: List[Tuple[str, bytes, Optional[str]]]) -> List[str]:
+        ids: List[str] = []
+        now = time.time()
+        with self._api_lock:
+            conn = self._api
+            own = self._batch_depth == 0
+            if own:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                endpoints = [
+                    (eid, json.loads(events))
+                    for eid, events in conn.execute("SELECT id, events FROM endpoints WHERE enabled = 1")
+                ]
+                rows = []
+                for event, body, msg_id in items:
+                    if msg_id is None:
+                        msg_id = new_message_id()
+                    elif not isinstance(msg_id, str) or not msg_id or any(c in msg_id for c in "\r\n\x00"):
+                        raise ValueError("a message id is a non-empty string without CR, LF or NUL")
+                    ids.append(msg_id)
+                    targets = [eid for eid, patterns in endpoints if _matches(patterns, event)]
+                    if not targets:
+                        log.debug("outbox: no enabled endpoint takes %r; message %s not stored", event, msg_id)
+                        continue
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO messages (id, event, body, created) VALUES (?, ?, ?, ?)",
+                        (msg_id, event, body, now),
+                    )
+                    if cur.rowcount == 0:
+                        continue  # this id is already in the outbox: sent once
+                    for eid in targets:
+                        rows.append((msg_id, eid, PENDING, now + self._delay(0), now, now))
+                conn.executemany(
+                    "INSERT INTO deliveries (message_id, endpoint_id, state, next_at, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                if own:
+                    conn.execute("COMMIT")
+            except BaseException:
+                if own:
+                    conn.execute("ROLLBACK")
+                raise
+        if own:
+            self._wake()
+        return ids
+
+    def _delay(self, n: int, retry_after: Optional[float] = None) -> float:
+        """Seconds before attempt ``n + 1`` (``n`` attempts made), jittered, at least Retry-After."""
+        base = self.schedule[n]
+        if self.jitter and base:
+            base *= 1 + random.uniform(-self.jitter, self.jitter)
+        if retry_after is not None:
+            # A floor, capped at the schedule's longest delay so an endpoint cannot park messages for ever.
+            base = max(base, min(retry_after, max(self.schedule)))
+        return base
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._kick = True
+            self._disp_cv.notify()
+
+    # -- endpoints ---------------------------------------------------------------
+
+    def add_endpoint(
+        self,
+        url: str,
+        secret: Optional[Secret] = None,
+        *,
+        events: Optional[Iterable[str]] = None,
+        scheme: str = "standard",
+        headers: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """Add an endpoint (or update the one with this URL, and enable it); return its id.
+
+        ``events`` are shell-style patterns (default ``["*"]``: every event).
+        Only messages sent from now on are delivered to it.
+        """
+        if isinstance(events, str):
+            events = [events]
+        patterns = list(events) if events is not None else ["*"]
+        if not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise ValueError("events is a list of non-empty patterns such as ['payment.*'] or ['*']")
+        timeout = self.timeout if timeout is None else float(timeout)
+        if not 0 < timeout < self.lease:
+            raise ValueError(f"timeout is > 0 and shorter than the lease ({self.lease:g} s)")
+        # Building a Sender checks the URL, secret, scheme and headers now, not at the first delivery.
+        Sender(url, secret, scheme=scheme, timeout=timeout, retry=Retry(attempts=1), headers=headers).close()
+        now = time.time()
+        with self._api_lock, _write(self._api) as c:
+            c.execute(
+                "INSERT INTO endpoints (url, secret, scheme, events, headers, timeout, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+                "secret = excluded.secret, scheme = excluded.scheme, events = excluded.events, "
+                "headers = excluded.headers, timeout = excluded.timeout, enabled = 1, "
+                "disabled_reason = NULL, version = version + 1",
+                (url, _dump_secret(secret), scheme, json.dumps(patterns), json.dumps(dict(headers or {})), timeout, now),
+            )
+            eid: int = c.execute("SELECT id FROM endpoints WHERE url = ?", (url,)).fetchone()[0]
+        self._wake()
+        return eid
+
+    def endpoints(self) -> List[Endpoint]:
+        """Every endpoint, enabled or not, oldest first."""
+        with self._api_lock:
+            rows = self._api.execute(
+                "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created "
+                "FROM endpoints ORDER BY id"
+            ).fetchall()
+        return [Endpoint(r) for r in rows]
+
+    def _endpoint_id(self, c: Any, endpoint: Union[int, str]) -> int:
+        if isinstance(endpoint, str):
+            row = c.execute("SELECT id FROM endpoints WHERE url = ?", (endpoint,)).fetchone()
+        else:
+            row = c.execute("SELECT id FROM endpoints WHERE id = ?", (int(endpoint),)).fetchone()
+        if row is None:
+            raise KeyError(f"no endpoint {endpoint!r} in this outbox")
+        return int(row[0])
+
+    def disable_endpoint(self, endpoint: Union[int, str], reason: str = "disabled by hand") -> None:
+        """Stop delivering to an endpoint (by id or URL); its pending deliveries wait until it is enabled."""
+        with self._api_lock, _write(self._api) as c:
+            eid = self._endpoint_id(c, endpoint)
+            c.execute(
+                "UPDATE endpoints SET enabled = 0, disabled_reason = ?, version = version + 1 WHERE id = ?",
+                (reason, eid),
+            )
+
+    def enable_endpoint(self, endpoint: Union[int, str]) -> None:
+        """Deliver to an endpoint again (by id or URL), including what waited while it was disabled."""
+        with self._api_lock, _write(self._api) as c:
+            eid = self._endpoint_id(c, endpoint)
+            c.execute(
+                "UPDATE endpoints SET enabled = 1, disabled_reason = NULL, version = version + 1 WHERE id = ?",
+                (eid,),
+            )
+        self._wake()
+
+    def remove_endpoint(self, endpoint: Union[int, str]) -> None:
+        """Delete an endpoint (by id or URL) with its deliveries and their attempt log."""
+        with self._api_lock, _write(self._api) as c:
+            eid = self._endpoint_id(c, endpoint)
+            c.execute("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE endpoint_id = ?)", (eid,))
+            c.execute("DELETE FROM deliveries WHERE endpoint_id = ?", (eid,))
+            c.execute("DELETE FROM endpoints WHERE id = ?", (eid,))
+            c.execute("DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries)")
+
+    # -- inspecting and retrying -------------------------------------------------
+
+    def deliveries(
+        self,
+        state: Optional[str] = None,
+        *,
+        endpoint: Union[int, str, None] = None,
+        message_id: Optional[str] = None,
+        limit: int = 100,
+    ) -> List[DeliveryRecord]:
+        """Stored deliveries, newest first: filter by ``state`` ("pending", "delivered", "dead"),
+        ``endpoint`` (id or URL) or ``message_id``."""
+        where, args = [], []  # type: List[str], List[Any]
+        with self._api_lock:
+            if state is not None:
+                if state not in (PENDING, DELIVERED, DEAD):
+                    raise ValueError("state is 'pending', 'delivered' or 'dead'")
+                where.append("d.state = ?")
+                args.append(state)
+            if endpoint is not None:
+                where.append("d.endpoint_id = ?")
+                args.append(self._endpoint_id(self._api, endpoint))
+            if message_id is not None:
+                where.append("d.message_id = ?")
+                args.append(message_id)
+            sql = f"SELECT {_DELIVERY_COLUMNS} {_DELIVERY_FROM}"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY d.id DESC LIMIT ?"
+            rows = self._api.execute(sql, args + [int(limit)]).fetchall()
+        return [DeliveryRecord(r) for r in rows]
+
+    def dead(self, *, endpoint: Union[int, str, None] = None, limit: int = 100) -> List[DeliveryRecord]:
+        """Deliveries that failed for good (every attempt failed, or the endpoint answered 410)."""
+        return self.deliveries(DEAD, endpoint=endpoint, limit=limit)
+
+    def delivery(self, delivery_id: int) -> DeliveryRecord:
+        """One delivery by id (KeyError when there is none)."""
+        with self._api_lock:
+            row = self._api.execute(
+                f"SELECT {_DELIVERY_COLUMNS} {_DELIVERY_FROM} WHERE d.id = ?", (int(delivery_id),)
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"no delivery {delivery_id!r} in this outbox")
+        return DeliveryRecord(row)
+
+    def attempts(self, delivery_id: int) -> List[Attempt]:
+        """Every logged attempt of a delivery, oldest first."""
+        with self._api_lock:
+            rows = self._api.execute(
+                "SELECT at, status, duration, response, error, worker FROM attempts WHERE delivery_id = ? ORDER BY id",
+                (int(delivery_id),),
+            ).fetchall()
+        return [Attempt(r) for r in rows]
+
+    def retry(self, delivery_id: int) -> None:
+        """Send a dead (or delivered) delivery again, now, with a fresh schedule and the same message id.
+
+        Its endpoint must be enabled (``enable_endpoint`` first after a 410).
+        A pending delivery is left as it is.
+        """
+        now = time.time()
+        with self._api_lock, _write(self._api) as c:
+            row = c.execute(
+                "SELECT d.state, e.enabled, e.url FROM deliveries d LEFT JOIN endpoints e ON e.id = d.endpoint_id "
+                "WHERE d.id = ?",
+                (int(delivery_id),),
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no delivery {delivery_id!r} in this outbox")
+            state, enabled, url = row
+            if state == PENDING:
+                return
+            if not enabled:
+                raise ValueError(f"the endpoint {url!r} is disabled; enable_endpoint() it before retrying")
+            c.execute(
+                "UPDATE deliveries SET state = ?, next_at = ?, worker = NULL, tries = 0, updated = ? WHERE id = ?",
+                (PENDING, now, now, int(delivery_id)),
+            )
+        self._wake()
+
+    def stats(self) -> Dict[int, Dict[str, Any]]:
+        """Per endpoint id: ``url``, ``enabled``, and how many deliveries are pending, delivered and dead."""
+        with self._api_lock:
+            eps = self._api.execute("SELECT id, url, enabled FROM endpoints ORDER BY id").fetchall()
+            counts = self._api.execute(
+                "SELECT endpoint_id, state, count(*) FROM deliveries GROUP BY endpoint_id, state"
+            ).fetchall()
+        out: Dict[int, Dict[str, Any]] = {
+            eid: {"url": url, "enabled": bool(enabled), PENDING: 0, DELIVERED: 0, DEAD: 0} for eid, url, enabled in eps
+        }
+        for eid, state, n in counts:
+            if eid in out:
+                out[eid][state] = n
+        return out
+
+    def pending(self) -> int:
+        """How many deliveries to enabled endpoints are not yet delivered or dead."""
+        with self._api_lock:
+            return int(
+                self._api.execute(
+                    "SELECT count(*) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
+                    "WHERE d.state = 'pending' AND e.enabled = 1"
+                ).fetchone()[0]
+            )
+
+    def purge(self, older_than: float = 7 * 86400) -> int:
+        """Forget delivered deliveries (and their log) last touched more than ``older_than`` seconds ago.
+
+        Returns how many were removed. Messages with no delivery left go too.
+        """
+        cutoff = time.time() - older_than
+        with self._api_lock, _write(self._api) as c:
+            c.execute(
+                "DELETE FROM attempts WHERE delivery_id IN "
+                "(SELECT id FROM deliveries WHERE state = 'delivered' AND updated < ?)",
+                (cutoff,),
+            )
+            n = c.execute("DELETE FROM deliveries WHERE state = 'delivered' AND updated < ?", (cutoff,)).rowcount
+            c.execute("DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries)")
+        return int(n)
+
+    # -- workers -------------------------------------------------------------------
+
+    def start(self) -> "Outbox":
+        """Deliver in background threads (``workers`` of them, plus one that claims and records)."""
+        if self._closed:
+            raise RuntimeError("this Outbox is closed")
+        with self._lock:
+            if self._running:
+                return self
+            import socket
+
+            self._token = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+            self._running = True
+            self._stopping = False
+            self._stopped.clear()
+            self._kick = True
+        threads = [threading.Thread(target=self._dispatch, name="webhooklite-outbox", daemon=True)]
+        threads += [
+            threading.Thread(target=self._work, name=f"webhooklite-outbox-{i}", daemon=True) for i in range(self.workers)
+        ]
+        self._threads = threads
+        for t in threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop delivering: attempts in flight finish and are recorded; claims not started are released."""
+        with self._lock:
+            if not self._running:
+                return
+            self._stopping = True
+            self._work_cv.notify_all()
+            self._disp_cv.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            if t is threading.current_thread():
+                continue
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._running = False
+            self._threads = []
+        for _, sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+        self._stopped.set()
+
+    def drain(self, timeout: Optional[float] = None) -> bool:
+        """Wait until no delivery to an enabled endpoint is pending; True if so, False on timeout.
+
+        When the workers are not running, they are started for the time of the
+        call (so ``Outbox(path).drain()`` delivers everything that is due).
+        """
+        started_here = False
+        with self._lock:
+            if not self._running:
+                started_here = True
+        if started_here:
+            self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                if self.pending() == 0:
+                    return True
+                wait = 0.05
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    wait = min(wait, left)
+                with self._lock:
+                    self._progress.wait(wait)
+        finally:
+            if started_here:
+                self.stop()
+
+    def run(self) -> None:
+        """Deliver until Ctrl-C or SIGTERM (or :meth:`stop` from another thread), then stop cleanly.
+
+        For a worker process of its own: ``Outbox("webhooks.db").run()``.
+        """
+        in_main = threading.current_thread() is threading.main_thread()
+        previous: Any = None
+        if in_main:
+            def on_term(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGTERM, on_term)
+        self.start()
+        try:
+            while not self._stopped.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+            if in_main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    def close(self) -> None:
+        """Stop the workers and close the file."""
+        self.stop()
+        with self._api_lock:
+            if not self._closed:
+                self._closed = True
+                self._api.close()
+
+    # -- the worker threads --------------------------------------------------------
+
+    def _pick(self) -> Optional[_Job]:
+        """The next job, round-robin over endpoints with room (called with _lock held)."""
+        ids = list(self._queues)
+        n = len(ids)
+        for k in range(n):
+            eid = ids[(self._rr + k) % n]
+            queue = self._queues[eid]
+            if queue and self._inflight.get(eid, 0) < self.per_endpoint and eid not in self._gone:
+                self._rr = (self._rr + k + 1) % n
+                return queue.popleft()
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._stopping:
+                        return
+                    job = self._pick()
+                    if job is not None:
+                        break
+                    self._work_cv.wait()
+                self._inflight[job.endpoint_id] = self._inflight.get(job.endpoint_id, 0) + 1
+            started = time.time()
+            try:
+                d = job.sender.attempt(job.body, job.message_id, job.event)
+            except Exception as exc:  # a bug or a bad stored value: record it as a failed attempt
+                log.exception("outbox: attempt of delivery %s failed unexpectedly", job.delivery_id)
+                d = Delivery(job.message_id, job.sender.url, error=f"{type(exc).__name__}: {exc}")
+                d.elapsed = time.time() - started
+            with self._lock:
+                self._inflight[job.endpoint_id] -= 1
+                if d.status == 410:
+                    # Gone: send nothing more there, even before the dispatcher has recorded it.
+                    self._gone.add(job.endpoint_id)
+                self._results.append((job, d, started))
+                self._disp_cv.notify()
+                if any(self._queues.values()):
+                    self._work_cv.notify()  # a per-endpoint slot just freed up
+
+    # -- the dispatcher: claims, records, renews -----------------------------------
+
+    def _dispatch(self) -> None:
+        conn = None
+        last_renew = time.time()
+        try:
+            while True:
+                with self._lock:
+                    results, self._results = self._results, []
+                    self._kick = False
+                    stopping = self._stopping
+                    room = {}
+                    if not stopping:
+                        for eid, queue in self._queues.items():
+                            room[eid] = len(queue) + self._inflight.get(eid, 0)
+                try:
+                    if conn is None:
+                        conn = _connect(self.path, "NORMAL")
+                    renew = bool(self._held) and time.time() - last_renew >= self.lease / 3
+                    wait = self._cycle(conn, results, None if stopping else room, renew)
+                    if renew:
+                        last_renew = time.time()
+                except Exception:
+                    log.exception("outbox: the delivery loop hit an error; retrying in 1 s")
+                    with self._lock:
+                        self._results[:0] = results  # not recorded: keep them for the next round
+                    wait = 1.0
+                with self._lock:
+                    self._progress.notify_all()
+                    if self._stopping and not self._results and not any(self._inflight.values()):
+                        if not stopping:
+                            continue  # stop() came during this round: one more to record everything
+                        break
+                    if not self._held:
+                        last_renew = time.time()  # nothing to renew: the clock starts with the next claim
+                    else:
+                        wait = min(wait, last_renew + self.lease / 3 - time.time())
+                    if not self._results and not self._kick and wait > 0:
+                        self._disp_cv.wait(wait)
+        finally:
+            self._release(conn)
+
+    def _cycle(self, conn: Any, results: List[Tuple[_Job, Delivery, float]],
+               room: Optional[Dict[int, int]], renew: bool) -> float:
+        """One round: record outcomes, renew leases, claim due work. Returns seconds to sleep."""
+        now = time.time()
+        wait = self.poll
+        want: Dict[int, int] = {}
+        endpoints: Dict[int, Tuple[Any, ...]] = {}
+        dropped: List[int] = []
+        if room is not None:
+            # A read first: the write lock is taken only when there is something to write.
+            limit = self.per_endpoint * 4
+            rows = conn.execute(
+                "SELECT id, version, url, secret, scheme, headers, timeout FROM endpoints WHERE enabled = 1"
+            ).fetchall()
+            enabled = {row[0] for row in rows}
+            with self._lock:
+                # Claims queued here for an endpoint that was disabled meanwhile (by hand, or a 410 seen
+                # by another process) are not sent: they are handed back below.
+                for eid in [e for e in self._queues if e not in enabled]:
+                    for job in self._queues.pop(eid):
+                        self._held.pop(job.delivery_id, None)
+                        dropped.append(job.delivery_id)
+            for row in rows:
+                eid = row[0]
+                free = limit - room.get(eid, 0)
+                if free <= 0:
+                    continue
+                first = conn.execute(
+                    "SELECT min(next_at) FROM deliveries WHERE endpoint_id = ? AND state = 'pending'", (eid,)
+                ).fetchone()[0]
+                if first is None:
+                    continue
+                if first <= now:
+                    want[eid] = free
+                    endpoints[eid] = row
+                else:
+                    wait = min(wait, first - now)
+        if not results and not renew and not want and not dropped:
+            return wait
+
+        claimed: List[_Job] = []
+        gone: Set[int] = set()
+        lost: Set[int] = set()
+        with _write(conn) as c:
+            for job, d, started in results:
+                self._record(c, job, d, started, gone)
+            if dropped:
+                c.execute(
+                    f"UPDATE deliveries SET worker = NULL, next_at = ? WHERE worker = ? AND state = 'pending' "
+                    f"AND id IN ({','.join('?' * len(dropped))})",
+                    [now, self._token] + dropped,
+                )
+            if renew:
+                lost = self._renew(c)
+            now = time.time()
+            for eid, free in want.items():
+                if eid in gone:
+                    continue
+                rows = c.execute(
+                    "SELECT d.id, d.message_id, m.event, m.body, d.tries FROM deliveries d "
+                    "JOIN messages m ON m.id = d.message_id JOIN endpoints e ON e.id = d.endpoint_id "
+                    "WHERE d.endpoint_id = ? AND d.state = 'pending' AND d.next_at <= ? AND e.enabled = 1 "
+                    "ORDER BY d.next_at LIMIT ?",
+                    (eid, now, free),
+                ).fetchall()
+                if not rows:
+                    continue
+                ids = [r[0] for r in rows]
+                c.execute(
+                    f"UPDATE deliveries SET worker = ?, next_at = ? WHERE id IN ({','.join('?' * len(ids))})",
+                    [self._token, now + self.lease] + ids,
+                )
+                sender = self._sender(endpoints[eid])
+                claimed += [_Job(i, eid, mid, ev, bytes(body), tries, sender) for i, mid, ev, body, tries in rows]
+        # Committed: now the local state follows.
+        with self._lock:
+            for job, _, _ in results:
+                self._held.pop(job.delivery_id, None)
+            for eid in gone:
+                for job in self._queues.pop(eid, ()):
+                    self._held.pop(job.delivery_id, None)
+                self._gone.discard(eid)
+            if lost:
+                for eid, queue in self._queues.items():
+                    kept = [j for j in queue if j.delivery_id not in lost]
+                    if len(kept) != len(queue):
+                        self._queues[eid] = collections.deque(kept)
+                for i in lost:
+                    self._held.pop(i, None)
+            for job in claimed:
+                self._held[job.delivery_id] = job
+                self._queues.setdefault(job.endpoint_id, collections.deque()).append(job)
+            if claimed:
+                self._work_cv.notify(len(claimed))
+        return 0.0 if claimed else wait
+
+    def _record(self, c: Any, job: _Job, d: Delivery, started: float, gone: Set[int]) -> None:
+        """Log one attempt and move its delivery on: delivered, rescheduled, or dead."""
+        now = time.time()
+        snippet = d.response_body[:SNIPPET] if d.response_body else None
+        c.execute(
+            "INSERT INTO attempts (delivery_id, at, status, duration, response, error, worker) "
+            "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?)",
+            (job.delivery_id, started, d.status, d.elapsed, snippet, d.error, self._token, job.delivery_id),
+        )
+        if d.ok:
+            # A success counts whoever holds the claim now.
+            c.execute(
+                "UPDATE deliveries SET state = 'delivered', next_at = NULL, worker = NULL, tries = tries + 1, "
+                "attempts = attempts + 1, last_status = ?, last_error = NULL, updated = ? WHERE id = ?",
+                (d.status, now, job.delivery_id),
+            )
+            return
+        c.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, last_status = ?, last_error = ?, updated = ? WHERE id = ?",
+            (d.status, d.error, now, job.delivery_id),
+        )
+        if d.status == 410:
+            reason = f"410 Gone at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))} UTC"
+            c.execute(
+                "UPDATE endpoints SET enabled = 0, disabled_reason = ?, version = version + 1 WHERE id = ?",
+                (reason, job.endpoint_id),
+            )
+            c.execute(
+                "UPDATE deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = ? WHERE id = ?",
+                (now, job.delivery_id),
+            )
+            n = 1 + c.execute(
+                "UPDATE deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = ?, last_error = ? "
+                "WHERE endpoint_id = ? AND state = 'pending'",
+                (now, "not sent: the endpoint answered 410 Gone and was disabled", job.endpoint_id),
+            ).rowcount
+            gone.add(job.endpoint_id)
+            log.warning(
+                "outbox: endpoint %s answered 410 Gone: disabled; %d delivery(ies) dead", job.endpoint_id, n
+            )
+            return
+        tries = job.tries + 1
+        if tries >= len(self.schedule):
+            n = c.execute(
+                "UPDATE deliveries SET state = 'dead', next_at = NULL, worker = NULL, tries = ? "
+                "WHERE id = ? AND worker = ? AND state = 'pending'",
+                (tries, job.delivery_id, self._token),
+            ).rowcount
+            if n:
+                log.warning("outbox: delivery %s (message %s) is dead after %d attempt(s): %s",
+                            job.delivery_id, job.message_id, tries, d.error)
+            return
+        c.execute(
+            "UPDATE deliveries SET next_at = ?, worker = NULL, tries = ? WHERE id = ? AND worker = ? AND state = 'pending'",
+            (now + self._delay(tries, d.retry_after), tries, job.delivery_id, self._token),
+        )
+
+    def _renew(self, c: Any) -> Set[int]:
+        """Extend the lease on every claim this worker holds; return the ids it lost meanwhile."""
+        with self._lock:
+            held = set(self._held)
+        if not held:
+            return set()
+        n = c.execute(
+            "UPDATE deliveries SET next_at = ? WHERE worker = ? AND state = 'pending'",
+            (time.time() + self.lease, self._token),
+        ).rowcount
+        if n >= len(held):
+            return set()
+        ours = {r[0] for r in c.execute("SELECT id FROM deliveries WHERE worker = ? AND state = 'pending'", (self._token,))}
+        lost = held - ours
+        if lost:
+            log.warning("outbox: %d claim(s) were taken over by another worker (lease of %g s ran out)",
+                        len(lost), self.lease)
+        return lost
+
+    def _sender(self, row: Tuple[Any, ...]) -> Sender:
+        eid, version, url, secret, scheme, headers, timeout = row
+        cached = self._senders.get(eid)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        sender = Sender(
+            url, _load_secret(secret), scheme=scheme, timeout=timeout, retry=Retry(attempts=1),
+            headers=json.loads(headers),
+        )
+        if cached is not None:
+            cached[1].close()  # connections in flight are closed when they come back
+        self._senders[eid] = (version, sender)
+        return sender
+
+    def _release(self, conn: Any) -> None:
+        """On the way out: give back claims that were never started, so others need not wait for the lease."""
+        with self._lock:
+            queued = [j.delivery_id for q in self._queues.values() for j in q]
+            self._queues.clear()
+            self._held.clear()
+        try:
+            if queued and conn is not None:
+                with _write(conn) as c:
+                    c.execute(
+                        f"UPDATE deliveries SET worker = NULL, next_at = ? WHERE worker = ? AND state = 'pending' "
+                        f"AND id IN ({','.join('?' * len(queued))})",
+                        [time.time(), self._token] + queued,
+                    )
+        except Exception:
+            log.exception("outbox: could not release %d claim(s); they return when the lease ends", len(queued))
+        finally:
+            if conn is not None:
+                conn.close()
