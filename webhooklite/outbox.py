@@ -57,6 +57,13 @@ SNIPPET = 1024
 #: Milliseconds a connection waits for another process's write lock before giving up.
 BUSY_TIMEOUT_MS = 10_000
 
+#: Claims a worker holds per endpoint slot (queued or in flight): enough to keep the threads busy.
+_PREFETCH = 16
+#: Outcomes waiting to be recorded that make the dispatcher record them at once...
+_FLUSH_AT = 64
+#: ...and the longest they wait otherwise (seconds).
+_FLUSH_DELAY = 0.02
+
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
 _SCHEMA = """
@@ -94,8 +101,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (endpoint_id, next_at) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_worker ON deliveries (worker) WHERE worker IS NOT NULL;
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (state, endpoint_id);
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (endpoint_id) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -335,6 +341,10 @@ class Outbox:
         self._inflight: Dict[int, int] = {}
         self._held: Dict[int, _Job] = {}
         self._gone: Set[int] = set()  # endpoints that just answered 410, until that is recorded
+        self._more: Set[int] = set()  # endpoints whose last claim was full: more is probably due
+        self._low = max(1, per_endpoint * _PREFETCH // 2)  # claim more when fewer are queued
+        self._next_due = float("inf")
+        self._first_result = 0.0
         self._results: List[Tuple[_Job, Delivery, float]] = []
         self._rr = 0
         self._kick = False
@@ -573,8 +583,7 @@ class Outbox:
             if state is not None:
                 if state not in (PENDING, DELIVERED, DEAD):
                     raise ValueError("state is 'pending', 'delivered' or 'dead'")
-                where.append("d.state = ?")
-                args.append(state)
+                where.append(f"d.state = '{state}'")  # a literal (one of three), so partial indexes apply
             if endpoint is not None:
                 where.append("d.endpoint_id = ?")
                 args.append(self._endpoint_id(self._api, endpoint))
@@ -662,6 +671,16 @@ class Outbox:
                 ).fetchone()[0]
             )
 
+    def _any_pending(self) -> bool:
+        with self._api_lock:
+            return (
+                self._api.execute(
+                    "SELECT 1 FROM endpoints e WHERE e.enabled = 1 AND EXISTS "
+                    "(SELECT 1 FROM deliveries d WHERE d.endpoint_id = e.id AND d.state = 'pending')"
+                ).fetchone()
+                is not None
+            )
+
     def purge(self, older_than: float = 7 * 86400) -> int:
         """Forget delivered deliveries (and their log) last touched more than ``older_than`` seconds ago.
 
@@ -739,7 +758,7 @@ class Outbox:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
-                if self.pending() == 0:
+                if not self._any_pending():
                     return True
                 wait = 0.05
                 if deadline is not None:
@@ -821,10 +840,18 @@ class Outbox:
                 if d.status == 410:
                     # Gone: send nothing more there, even before the dispatcher has recorded it.
                     self._gone.add(job.endpoint_id)
+                if not self._results:
+                    self._first_result = time.monotonic()
+                    self._disp_cv.notify()  # the dispatcher records it within _FLUSH_DELAY
                 self._results.append((job, d, started))
-                self._disp_cv.notify()
-                if any(self._queues.values()):
-                    self._work_cv.notify()  # a per-endpoint slot just freed up
+                if d.status == 410:
+                    self._disp_cv.notify()
+                elif self._stopping or len(self._results) >= _FLUSH_AT or (
+                    job.endpoint_id in self._more and len(self._queues.get(job.endpoint_id, ())) < self._low
+                ):
+                    # Record now and claim more (see _urgent). Otherwise outcomes are recorded in batches,
+                    # within _FLUSH_DELAY: one transaction for many deliveries, and fewer thread switches.
+                    self._disp_cv.notify()
 
     # -- the dispatcher: claims, records, renews -----------------------------------
 
@@ -841,6 +868,7 @@ class Outbox:
                     if not stopping:
                         for eid, queue in self._queues.items():
                             room[eid] = len(queue) + self._inflight.get(eid, 0)
+                failed = False
                 try:
                     if conn is None:
                         conn = _connect(self.path, "NORMAL")
@@ -852,9 +880,10 @@ class Outbox:
                     log.exception("outbox: the delivery loop hit an error; retrying in 1 s")
                     with self._lock:
                         self._results[:0] = results  # not recorded: keep them for the next round
-                    wait = 1.0
+                    wait, failed = 1.0, True
                 with self._lock:
-                    self._progress.notify_all()
+                    if results:
+                        self._progress.notify_all()
                     if self._stopping and not self._results and not any(self._inflight.values()):
                         if not stopping:
                             continue  # stop() came during this round: one more to record everything
@@ -863,10 +892,29 @@ class Outbox:
                         last_renew = time.time()  # nothing to renew: the clock starts with the next claim
                     else:
                         wait = min(wait, last_renew + self.lease / 3 - time.time())
-                    if not self._results and not self._kick and wait > 0:
-                        self._disp_cv.wait(wait)
+                    if self._stopping:
+                        if failed or not self._results:
+                            self._disp_cv.wait(0.05)  # in-flight attempts notify as they end
+                        continue
+                    until = time.monotonic() + wait
+                    while not self._urgent():
+                        left = until - time.monotonic()
+                        if self._results and not failed:
+                            left = min(left, self._first_result + _FLUSH_DELAY - time.monotonic())
+                        if left <= 0:
+                            break
+                        self._disp_cv.wait(left)
         finally:
             self._release(conn)
+
+    def _urgent(self) -> bool:
+        """Whether the dispatcher should go round now (called with _lock held)."""
+        if self._kick or self._stopping or self._gone or len(self._results) >= _FLUSH_AT:
+            return True
+        for eid in self._more:
+            if len(self._queues.get(eid, ())) < self._low:
+                return True  # running low on claims for an endpoint that has more due
+        return False
 
     def _cycle(self, conn: Any, results: List[Tuple[_Job, Delivery, float]],
                room: Optional[Dict[int, int]], renew: bool) -> float:
@@ -878,7 +926,7 @@ class Outbox:
         dropped: List[int] = []
         if room is not None:
             # A read first: the write lock is taken only when there is something to write.
-            limit = self.per_endpoint * 4
+            limit = self.per_endpoint * _PREFETCH
             rows = conn.execute(
                 "SELECT id, version, url, secret, scheme, headers, timeout FROM endpoints WHERE enabled = 1"
             ).fetchall()
@@ -905,15 +953,18 @@ class Outbox:
                     endpoints[eid] = row
                 else:
                     wait = min(wait, first - now)
+                    self._more.discard(eid)
         if not results and not renew and not want and not dropped:
             return wait
 
         claimed: List[_Job] = []
+        self._next_due = float("inf")  # the earliest retry scheduled in this round
+        full: Dict[int, bool] = {}
         gone: Set[int] = set()
         lost: Set[int] = set()
         with _write(conn) as c:
-            for job, d, started in results:
-                self._record(c, job, d, started, gone)
+            if results:
+                self._record(c, results, gone)
             if dropped:
                 c.execute(
                     f"UPDATE deliveries SET worker = NULL, next_at = ? WHERE worker = ? AND state = 'pending' "
@@ -933,6 +984,7 @@ class Outbox:
                     "ORDER BY d.next_at LIMIT ?",
                     (eid, now, free),
                 ).fetchall()
+                full[eid] = len(rows) == free
                 if not rows:
                     continue
                 ids = [r[0] for r in rows]
@@ -957,30 +1009,64 @@ class Outbox:
                         self._queues[eid] = collections.deque(kept)
                 for i in lost:
                     self._held.pop(i, None)
+            for eid, more in full.items():
+                if more:
+                    self._more.add(eid)
+                else:
+                    self._more.discard(eid)
             for job in claimed:
                 self._held[job.delivery_id] = job
                 self._queues.setdefault(job.endpoint_id, collections.deque()).append(job)
             if claimed:
-                self._work_cv.notify(len(claimed))
-        return 0.0 if claimed else wait
+                # Wake only as many workers as can start now (each endpoint has per_endpoint slots).
+                slots = sum(
+                    min(len(q), self.per_endpoint - self._inflight.get(eid, 0))
+                    for eid, q in self._queues.items() if eid not in self._gone
+                )
+                if slots > 0:
+                    self._work_cv.notify(slots)
+        # Claims are topped up when a queue runs low (_urgent), not after every round.
+        return min(wait, self._next_due - time.time())
 
-    def _record(self, c: Any, job: _Job, d: Delivery, started: float, gone: Set[int]) -> None:
-        """Log one attempt and move its delivery on: delivered, rescheduled, or dead."""
+    def _record(self, c: Any, results: List[Tuple[_Job, Delivery, float]], gone: Set[int]) -> None:
+        """Log the attempts and move their deliveries on: delivered, rescheduled, or dead.
+
+        Many rows per statement: each statement is one trip into sqlite (where the GIL is let go
+        and must be won back from the sending threads), so a batch costs a few trips, not one a row.
+        """
         now = time.time()
-        snippet = d.response_body[:SNIPPET] if d.response_body else None
-        c.execute(
-            "INSERT INTO attempts (delivery_id, at, status, duration, response, error, worker) "
-            "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?)",
-            (job.delivery_id, started, d.status, d.elapsed, snippet, d.error, self._token, job.delivery_id),
-        )
-        if d.ok:
-            # A success counts whoever holds the claim now.
+        for i in range(0, len(results), 100):
+            chunk = results[i:i + 100]
+            args: List[Any] = []
+            for job, d, started in chunk:
+                snippet = d.response_body[:SNIPPET] if d.response_body else None
+                args += (job.delivery_id, started, d.status, d.elapsed, snippet, d.error, self._token)
             c.execute(
-                "UPDATE deliveries SET state = 'delivered', next_at = NULL, worker = NULL, tries = tries + 1, "
-                "attempts = attempts + 1, last_status = ?, last_error = NULL, updated = ? WHERE id = ?",
-                (d.status, now, job.delivery_id),
+                "INSERT INTO attempts (delivery_id, at, status, duration, response, error, worker) "
+                "SELECT * FROM (VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + ") "
+                "WHERE column1 IN (SELECT id FROM deliveries)",  # not for a delivery removed meanwhile
+                args,
             )
-            return
+        # A success counts whoever holds the claim now.
+        by_status: Dict[Optional[int], List[int]] = {}
+        for job, d, _ in results:
+            if d.ok:
+                by_status.setdefault(d.status, []).append(job.delivery_id)
+        for status, ids in by_status.items():
+            for i in range(0, len(ids), 500):
+                chunk_ids = ids[i:i + 500]
+                c.execute(
+                    "UPDATE deliveries SET state = 'delivered', next_at = NULL, worker = NULL, tries = tries + 1, "
+                    "attempts = attempts + 1, last_status = ?, last_error = NULL, updated = ? "
+                    f"WHERE id IN ({','.join('?' * len(chunk_ids))})",
+                    [status, now] + chunk_ids,
+                )
+        for job, d, _ in results:
+            if not d.ok:
+                self._failed(c, job, d, now, gone)
+
+    def _failed(self, c: Any, job: _Job, d: Delivery, now: float, gone: Set[int]) -> None:
+        """A failed attempt: reschedule it, or it is dead (410 Gone: with the endpoint's others)."""
         c.execute(
             "UPDATE deliveries SET attempts = attempts + 1, last_status = ?, last_error = ?, updated = ? WHERE id = ?",
             (d.status, d.error, now, job.delivery_id),
@@ -1016,10 +1102,12 @@ class Outbox:
                 log.warning("outbox: delivery %s (message %s) is dead after %d attempt(s): %s",
                             job.delivery_id, job.message_id, tries, d.error)
             return
+        due = now + self._delay(tries, d.retry_after)
         c.execute(
             "UPDATE deliveries SET next_at = ?, worker = NULL, tries = ? WHERE id = ? AND worker = ? AND state = 'pending'",
-            (now + self._delay(tries, d.retry_after), tries, job.delivery_id, self._token),
+            (due, tries, job.delivery_id, self._token),
         )
+        self._next_due = min(self._next_due, due)
 
     def _renew(self, c: Any) -> Set[int]:
         """Extend the lease on every claim this worker holds; return the ids it lost meanwhile."""
@@ -1027,13 +1115,14 @@ class Outbox:
             held = set(self._held)
         if not held:
             return set()
-        n = c.execute(
-            "UPDATE deliveries SET next_at = ? WHERE worker = ? AND state = 'pending'",
-            (time.time() + self.lease, self._token),
-        ).rowcount
-        if n >= len(held):
-            return set()
-        ours = {r[0] for r in c.execute("SELECT id FROM deliveries WHERE worker = ? AND state = 'pending'", (self._token,))}
+        ids = sorted(held)
+        ours: Set[int] = set()
+        until = time.time() + self.lease
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            where = f"worker = ? AND state = 'pending' AND id IN ({','.join('?' * len(chunk))})"
+            ours.update(r[0] for r in c.execute(f"SELECT id FROM deliveries WHERE {where}", [self._token] + chunk))
+            c.execute(f"UPDATE deliveries SET next_at = ? WHERE {where}", [until, self._token] + chunk)
         lost = held - ours
         if lost:
             log.warning("outbox: %d claim(s) were taken over by another worker (lease of %g s ran out)",
@@ -1063,11 +1152,13 @@ class Outbox:
         try:
             if queued and conn is not None:
                 with _write(conn) as c:
-                    c.execute(
-                        f"UPDATE deliveries SET worker = NULL, next_at = ? WHERE worker = ? AND state = 'pending' "
-                        f"AND id IN ({','.join('?' * len(queued))})",
-                        [time.time(), self._token] + queued,
-                    )
+                    for i in range(0, len(queued), 500):
+                        chunk = queued[i:i + 500]
+                        c.execute(
+                            f"UPDATE deliveries SET worker = NULL, next_at = ? WHERE worker = ? AND state = 'pending' "
+                            f"AND id IN ({','.join('?' * len(chunk))})",
+                            [time.time(), self._token] + chunk,
+                        )
         except Exception:
             log.exception("outbox: could not release %d claim(s); they return when the lease ends", len(queued))
         finally:
