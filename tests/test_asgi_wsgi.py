@@ -160,6 +160,27 @@ def test_asgi_handlers_run_off_the_event_loop_and_in_parallel():
     assert elapsed < 0.6, f"4 handlers of 0.2 s took {elapsed:.2f} s: not run in parallel"
 
 
+def test_asgi_handlers_see_the_request_task_context():
+    import contextvars
+
+    request_id = contextvars.ContextVar("request_id", default=None)
+    receiver = webhooklite.Receiver(SECRET)
+    seen = []
+    receiver.on("payment.completed", lambda event: seen.append(request_id.get()))
+
+    async def main():
+        request_id.set("req-42")  # e.g. set by a tracing middleware
+        headers, body = signed()
+        from transports import ASGICall
+
+        ex = ASGICall([body])
+        await receiver.asgi(asgi_scope("POST", "/", raw(headers)), ex.receive, ex.send)
+        return ex.answer()[0]
+
+    assert asyncio.run(asyncio.wait_for(main(), 5)) == 200
+    assert seen == ["req-42"]
+
+
 @pytest.mark.parametrize(
     "root_path,path,status",
     [
