@@ -1,7 +1,10 @@
 """ASGI 3 transport for a Receiver: ``receiver.asgi`` (FastAPI, Starlette, uvicorn).
 
-    app.mount("/webhooks", receiver.asgi)          # FastAPI / Starlette
-    uvicorn myapp:app   # where app = receiver.asgi
+    app.add_route("/webhooks", receiver.asgi)      # FastAPI / Starlette: POST /webhooks
+    uvicorn myapp:receiver.asgi                     # the receiver alone
+
+(``app.mount("/webhooks", ...)`` serves ``/webhooks/``: Starlette redirects
+``/webhooks`` there with a 307, and webhook senders do not follow redirects.)
 
 The same checks in the same order as the WSGI path and ``serve()``: path,
 method and size (:meth:`Receiver.check`) before the body is read, so an
