@@ -198,14 +198,14 @@ class Receiver:
             try:
                 ts = self._signer.verify(h, body, tolerance=self.tolerance)
             except SignatureError as e:
-                log.warning("webhook refused (401): %s", e)
+                log.warning("webhook refused (401): %s", str(e))  # text: a record must not hold the body
                 return _error(401, e.public)
         else:
             ts = _unsigned_timestamp(h)
         try:
             data = decode_body(body, h.get("content-type"))
         except PayloadError as e:
-            log.warning("webhook refused (400): %s", e)
+            log.warning("webhook refused (400): %s", str(e))
             return _error(400, str(e))
         etype = event_type(h, data)
         handlers = self._router.match(etype)

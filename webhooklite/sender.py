@@ -8,12 +8,15 @@ cannot reuse a connection.
 """
 import datetime
 import email.utils
+import functools
+import io
 import logging
 import random
+import re
 import select
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -31,6 +34,8 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 RESPONSE_CAP = 64 * 1024
 #: Idle connections a Sender keeps open for reuse.
 _MAX_IDLE = 32
+#: A header name (RFC 9110 token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -145,10 +150,14 @@ class Delivery:
 class _Pool:
     """Idle HTTP/1.1 connections to one origin, shared by threads."""
 
-    def __init__(self, scheme: str, host: str, port: int, timeout: float, ssl_context: Any) -> None:
+    def __init__(
+        self, scheme: str, host: str, port: int, timeout: float, ssl_context: Any, guard: Any = None
+    ) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.timeout = timeout
         self.ssl_context = ssl_context
+        #: The SSRF guard (``block_private=True``): resolves, checks and connects.
+        self.guard = guard
         self._idle: List[Any] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -164,6 +173,9 @@ class _Pool:
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ctx)
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        if self.guard is not None:
+            # Connect to the address the guard checked; TLS still verifies the URL's host name.
+            conn._create_connection = self.guard.connect
         conn.connect()
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
@@ -206,6 +218,10 @@ def _describe(exc: BaseException, timeout: float) -> Tuple[str, bool]:
     import socket
     import ssl
 
+    from .guard import BlockedAddressError
+
+    if isinstance(exc, BlockedAddressError):
+        return str(exc), False  # the SSRF guard refused the address: retrying cannot help
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not accepted: {exc.verify_message or exc}", False
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -234,6 +250,16 @@ class Sender:
 
     ``secret=None`` sends unsigned requests. Thread-safe; connections are kept
     alive and reused. Use as a context manager, or call :meth:`close`.
+
+    ``block_private=True`` is the SSRF guard for URLs that users type in: the
+    host is resolved once, and a delivery to a loopback, private, link-local
+    (cloud metadata), multicast or reserved address fails without a retry
+    (``Delivery.error`` names the address and why); the connection goes to
+    the address that was checked. ``allow_networks`` lets some networks
+    through anyway; ``resolver(host, port) -> [address, ...]`` replaces DNS
+    (tests). ``ssl_context`` is an ``ssl.SSLContext`` for a custom CA or a
+    client certificate (mutual TLS); by default certificates are verified
+    against the system's CAs.
     """
 
     def __init__(
@@ -246,6 +272,9 @@ class Sender:
         retry: Optional[Retry] = None,
         headers: Optional[Mapping[str, str]] = None,
         ssl_context: Any = None,
+        block_private: bool = False,
+        allow_networks: Iterable[str] = (),
+        resolver: Optional[Callable[[str, int], Iterable[str]]] = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -271,13 +300,24 @@ class Sender:
         for name, value in extra.items():
             if any(c in str(name) + str(value) for c in "\r\n\x00"):
                 raise ValueError(f"header {name!r} contains CR, LF or NUL")
+            if not _TOKEN.fullmatch(str(name)):
+                raise ValueError(f"{name!r} is not a valid header name")
         self._base_headers = {
             "Content-Type": "application/json",
             "User-Agent": f"webhooklite/{__version__}",
         }
         self._base_headers.update(extra)
         self._safe_url = _safe_url(parts.scheme, parts.hostname, port or default_port, default_port)
-        self._pool = _Pool(parts.scheme, parts.hostname, port or default_port, timeout, ssl_context)
+        #: Whether the SSRF guard is on (see the class docstring).
+        self.block_private = block_private
+        guard = None
+        if block_private:
+            from .guard import AddressGuard
+
+            guard = AddressGuard(allow_networks, resolver)
+        elif allow_networks or resolver is not None:
+            raise ValueError("allow_networks and resolver are options of block_private=True")
+        self._pool = _Pool(parts.scheme, parts.hostname, port or default_port, timeout, ssl_context, guard)
 
     def __repr__(self) -> str:
         return f"Sender({self._safe_url!r}, scheme={self.scheme!r}, signed={self._signer is not None})"
@@ -368,9 +408,12 @@ class Sender:
         import http.client
 
         deadline = time.monotonic() + self.timeout
+        # The response is read against the deadline, however slowly it trickles in.
+        response_class = functools.partial(_deadline_response, deadline=deadline, timeout=self.timeout)
         conn, reused = self._pool.get()
         try:
             try:
+                conn.response_class = response_class
                 conn.request("POST", self._target, body, headers)
                 resp = conn.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
@@ -379,6 +422,7 @@ class Sender:
                 # The server closed the kept-alive connection as we reused it: one fresh try.
                 conn.close()
                 conn, reused = self._pool._new(), False
+                conn.response_class = response_class
                 conn.request("POST", self._target, body, headers)
                 resp = conn.getresponse()
             chunks, size = [], 0
@@ -396,12 +440,46 @@ class Sender:
                 # Too big to read to the end, or the server will close: not reusable.
                 conn.close()
             else:
+                conn.sock.settimeout(self.timeout)  # _DeadlineReader shortened it
                 self._pool.put(conn)
             conn = None
             return resp.status, resp.reason or "", resp_headers, data[:RESPONSE_CAP]
         finally:
             if conn is not None:
                 conn.close()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a socket until a deadline: a response that trickles in forever times out."""
+
+    def __init__(self, sock: Any, deadline: float, timeout: float) -> None:
+        self._sock, self._deadline, self._timeout = sock, deadline, timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        import socket
+
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the response did not end in time")
+        self._sock.settimeout(min(left, self._timeout))
+        return self._sock.recv_into(buffer)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
+def _deadline_response(sock: Any, debuglevel: int = 0, method: Optional[str] = None, url: Optional[str] = None,
+                       *, deadline: float, timeout: float) -> Any:
+    """An http.client response whose reads (status, headers, body) all end by ``deadline``."""
+    import http.client
+
+    resp = http.client.HTTPResponse(sock, debuglevel, method=method, url=url)
+    resp.fp.close()  # the stock reader; closing it releases its hold on the socket
+    resp.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout))
+    return resp
 
 
 def send(
@@ -414,7 +492,15 @@ def send(
     timeout: float = 10.0,
     retry: Optional[Retry] = None,
     headers: Optional[Mapping[str, str]] = None,
+    ssl_context: Any = None,
+    block_private: bool = False,
 ) -> Delivery:
-    """Send one event and return its Delivery, like ``requests.post`` for webhooks."""
-    with Sender(url, secret, scheme=scheme, timeout=timeout, retry=retry, headers=headers) as sender:
+    """Send one event and return its Delivery, like ``requests.post`` for webhooks.
+
+    The keywords are :class:`Sender`'s (``block_private=True``: the SSRF guard).
+    """
+    with Sender(
+        url, secret, scheme=scheme, timeout=timeout, retry=retry, headers=headers,
+        ssl_context=ssl_context, block_private=block_private,
+    ) as sender:
         return sender.send(event, data)

@@ -34,6 +34,14 @@ MAX_HEADER_LINE = 8192
 MAX_HEADERS = 100
 #: Most header bytes in one request: more is 431.
 MAX_HEADER_BYTES = 65536
+#: After refusing a request, how long (seconds) and how much (bytes) of what the client is
+#: still sending is read and thrown away before closing, so that the client reads the answer
+#: instead of a connection reset (closing a socket with unread input sends a TCP RST).
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 64 * 1024 * 1024
+#: Under a full ``max_connections``, a connection idle this long (seconds) waiting for its
+#: next request is closed to make room for one waiting in the listen queue.
+_EVICT_IDLE_AFTER = 0.5
 
 
 class _Reject(Exception):
@@ -57,11 +65,24 @@ def _render(response: Response, keep_alive: bool) -> bytes:
 class WebhookServer:
     """Serves one Receiver over HTTP/1.1 on a real socket.
 
-    ``port=0`` picks a free port; ``server.url`` says which. Options:
-    ``backlog`` (listen queue, 128), ``max_connections`` (open connections
-    served at once, 512; more wait in the listen queue), ``idle_timeout``
-    (seconds a kept-alive connection may sit idle, 15), ``request_timeout``
-    (seconds to send one whole request, 30).
+    ``port=0`` picks a free port; ``server.url`` says which. Options (the
+    same keywords work for ``Receiver.serve()`` and ``Receiver.start()``):
+
+    ``backlog`` (128)
+        The kernel's listen queue.
+    ``max_connections`` (512)
+        Connections served at once, one thread each. Over it the server stops
+        accepting: new connections wait in the listen queue (and, while they
+        wait, connections idle between requests are closed to make room).
+    ``idle_timeout`` (15 s)
+        How long a connection may wait, silent, for its next request.
+    ``request_timeout`` (30 s)
+        How long one request may take to arrive, from its first byte to the
+        end of its body. A slower client is disconnected (slowloris).
+    ``max_request_line`` (8192 bytes, 414), ``max_header_line`` (8192 bytes,
+    431), ``max_headers`` (100 lines, 431), ``max_header_bytes`` (65536, 431)
+        Limits on the request head. The body's limit is ``Receiver.max_body``
+        (413 before the body is read; for a chunked body, as soon as it is over).
     """
 
     def __init__(
@@ -74,10 +95,32 @@ class WebhookServer:
         max_connections: int = 512,
         idle_timeout: float = 15.0,
         request_timeout: float = 30.0,
+        max_request_line: int = MAX_REQUEST_LINE,
+        max_header_line: int = MAX_HEADER_LINE,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
+        if max_connections < 1 or backlog < 0:
+            raise ValueError("max_connections is at least 1 and backlog at least 0")
+        if not (idle_timeout > 0 and request_timeout > 0):
+            raise ValueError("idle_timeout and request_timeout are seconds, more than 0")
+        if min(max_request_line, max_header_line, max_headers, max_header_bytes) < 1:
+            raise ValueError("the request-head limits are at least 1")
         self.receiver = receiver
+        #: Seconds a connection may wait, silent, for its next request.
         self.idle_timeout = idle_timeout
+        #: Seconds one request may take to arrive, from its first byte to the end of its body.
         self.request_timeout = request_timeout
+        #: Connections served at once (one thread each); more wait in the listen queue.
+        self.max_connections = max_connections
+        #: Longest request line in bytes (longer: 414).
+        self.max_request_line = max_request_line
+        #: Longest header line in bytes (longer: 431).
+        self.max_header_line = max_header_line
+        #: Most header lines (more: 431).
+        self.max_headers = max_headers
+        #: Most header bytes in all (more: 431).
+        self.max_header_bytes = max_header_bytes
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.create_server((host, port), family=family, backlog=backlog)
         self.socket.setblocking(False)
@@ -87,7 +130,7 @@ class WebhookServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._conns: Dict[socket.socket, float] = {}  # open connection -> deadline
         self._conns_lock = threading.Lock()
-        self._idle: set = set()  # connections waiting for their next request
+        self._idle: Dict[socket.socket, float] = {}  # connection waiting for its next request -> since
         self._thread: Optional[threading.Thread] = None
         self._watchdog: Optional[threading.Thread] = None
 
@@ -110,8 +153,10 @@ class WebhookServer:
         sel.register(self._wake_r, selectors.EVENT_READ)
         try:
             while not self._stopping.is_set():
-                # Over max_connections we stop accepting: the kernel queues the rest.
-                if not self._slots.acquire(timeout=0.25):
+                # Over max_connections we stop accepting: the kernel queues the rest,
+                # and connections idling between requests make room for them.
+                if not self._slots.acquire(timeout=0.1):
+                    self._evict_idle()
                     continue
                 accepted = False
                 try:
@@ -177,6 +222,21 @@ class WebhookServer:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
+    def _evict_idle(self) -> None:
+        """All slots taken and someone waiting to connect: close connections idle for a while."""
+        try:
+            import select
+
+            if not select.select([self.socket], [], [], 0)[0]:
+                return
+        except (OSError, ValueError):
+            return
+        cutoff = time.monotonic() - min(_EVICT_IDLE_AFTER, self.idle_timeout)
+        with self._conns_lock:
+            idle = [c for c, since in self._idle.items() if since < cutoff]
+        for conn in idle:
+            _shutdown(conn)
+
     # -- the watchdog: a deadline for every request ---------------------------
 
     def _start_watchdog(self) -> None:
@@ -194,17 +254,18 @@ class WebhookServer:
 
     # -- one connection -------------------------------------------------------
 
+    def _deadline(self, conn: socket.socket, seconds: float) -> None:
+        with self._conns_lock:
+            self._conns[conn] = time.monotonic() + seconds
+
     def _serve_connection(self, conn: socket.socket, addr: Any) -> None:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(self.idle_timeout)
             rfile = conn.makefile("rb", buffering=65536)
-            with self._conns_lock:
-                self._conns[conn] = time.monotonic() + self.request_timeout + self.idle_timeout
+            self._deadline(conn, self.idle_timeout)
             try:
                 while not self._stopping.is_set():
-                    with self._conns_lock:
-                        self._conns[conn] = time.monotonic() + self.idle_timeout + self.request_timeout
                     if not self._one_request(conn, rfile, addr):
                         break
             finally:
@@ -212,11 +273,11 @@ class WebhookServer:
         except (OSError, ValueError):
             pass  # the client went away, or the watchdog cut it off
         except Exception:
-            log.exception("unexpected error serving %s", addr)
+            log.exception("unexpected error serving %s", addr[0] if addr else addr)
         finally:
             with self._conns_lock:
                 self._conns.pop(conn, None)
-            self._idle.discard(conn)
+                self._idle.pop(conn, None)
             try:
                 conn.close()
             finally:
@@ -224,19 +285,31 @@ class WebhookServer:
 
     def _one_request(self, conn: socket.socket, rfile: Any, addr: Any) -> bool:
         """Read, answer and log one request; return whether to keep the connection."""
-        self._idle.add(conn)
+        # Idle: waiting for the first byte of the next request (idle_timeout).
+        self._deadline(conn, self.idle_timeout)
+        with self._conns_lock:
+            self._idle[conn] = time.monotonic()
         try:
-            line = rfile.readline(MAX_REQUEST_LINE + 1)
-            while line in (b"\r\n", b"\n"):  # RFC 9112: ignore blank lines before a request
-                line = rfile.readline(MAX_REQUEST_LINE + 1)
+            if not rfile.peek(1):
+                return False
         finally:
-            self._idle.discard(conn)
+            with self._conns_lock:
+                self._idle.pop(conn, None)
+        # Reading: from the first byte to the end of the body (request_timeout).
+        self._deadline(conn, self.request_timeout)
+        limit = self.max_request_line
+        line = rfile.readline(limit + 1)
+        while line in (b"\r\n", b"\n"):  # RFC 9112: ignore blank lines before a request
+            line = rfile.readline(limit + 1)
         if not line:
             return False
         method = path = "-"
+        linger = False
         try:
-            if len(line) > MAX_REQUEST_LINE:
-                raise _Reject(_error(414, f"the request line is over {MAX_REQUEST_LINE} bytes"))
+            if len(line) > limit:
+                raise _Reject(_error(414, f"the request line is over {limit} bytes"))
+            if not line.endswith(b"\n"):
+                raise _Reject(_error(400, "the request ended inside its request line"))
             parts = line.split()
             if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
                 raise _Reject(_error(400, "malformed request line"))
@@ -249,7 +322,8 @@ class WebhookServer:
             response = self.receiver.check(method, path, length)
             if response is not None:
                 # Refused before the body: close unless there is no body to skip.
-                keep_alive = keep_alive and length == 0
+                if length != 0:
+                    keep_alive, linger = False, True
             else:
                 if h.get("expect", "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -259,35 +333,77 @@ class WebhookServer:
                     body = rfile.read(length) if length else b""
                     if len(body) < length:
                         return False  # the client went away mid-body
-                response = self.receiver.process(h, body)
+                # Handling: the handlers take what they take; the answer's write has idle_timeout.
+                with self._conns_lock:
+                    self._conns[conn] = float("inf")
+                try:
+                    response = self.receiver.process(h, body)
+                except Exception:
+                    # A store or the receiver itself failed: the details go to the log only.
+                    log.exception("error handling %s %s", method, _printable(path))
+                    response, keep_alive = _INTERNAL_ERROR, False
         except _Reject as r:
-            response, keep_alive = r.response, False
+            response, keep_alive, linger = r.response, False, True
+        self._deadline(conn, self.idle_timeout)
         conn.sendall(_render(response, keep_alive))
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info('%s "%s %s" %d %d', addr[0], method, path[:200], response.status, len(response.body))
+            access_log.info(
+                '%s "%s %s" %d %d', addr[0], _printable(method), _printable(path), response.status, len(response.body)
+            )
+        if linger:
+            self._linger(conn, rfile)
         return keep_alive
 
-    @staticmethod
-    def _read_headers(rfile: Any) -> Headers:
+    def _linger(self, conn: socket.socket, rfile: Any) -> None:
+        """Half-close, then read and drop what the client is still sending (bounded).
+
+        Closing with unread input makes the kernel send a reset, which can destroy
+        the answer before the client reads it; this is nginx's "lingering close".
+        """
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            seconds = min(_LINGER_SECONDS, self.request_timeout)
+            self._deadline(conn, seconds)
+            end = time.monotonic() + seconds
+            left = _LINGER_BYTES
+            while left > 0:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+                conn.settimeout(remaining)
+                data = rfile.read1(min(left, 65536))
+                if not data:
+                    break
+                left -= len(data)
+        except (OSError, ValueError):
+            pass
+
+    def _read_headers(self, rfile: Any) -> Headers:
+        max_line, max_count, max_bytes = self.max_header_line, self.max_headers, self.max_header_bytes
         headers: Dict[str, str] = {}
         total = count = 0
         while True:
-            line = rfile.readline(MAX_HEADER_LINE + 1)
+            line = rfile.readline(max_line + 1)
             if line in (b"\r\n", b"\n"):
                 return Headers._from_lower(headers)
-            if not line:
+            if len(line) > max_line:
+                raise _Reject(_error(431, f"a header line is over {max_line} bytes"))
+            if not line.endswith(b"\n"):
                 raise _Reject(_error(400, "the request ended inside its headers"))
-            if len(line) > MAX_HEADER_LINE:
-                raise _Reject(_error(431, f"a header line is over {MAX_HEADER_LINE} bytes"))
             count += 1
             total += len(line)
-            if count > MAX_HEADERS or total > MAX_HEADER_BYTES:
-                raise _Reject(_error(431, f"over {MAX_HEADERS} headers or {MAX_HEADER_BYTES} header bytes"))
+            if count > max_count or total > max_bytes:
+                raise _Reject(_error(431, f"over {max_count} headers or {max_bytes} header bytes"))
             name, sep, value = line.partition(b":")
             if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
                 raise _Reject(_error(400, "malformed header line"))
+            value = value.rstrip(b"\r\n")
+            if b"\r" in value or b"\x00" in value or b"\n" in name:
+                # RFC 9110: a bare CR or a NUL in a field value is invalid; refuse it
+                # rather than pass it on (e.g. to a handler that forwards headers).
+                raise _Reject(_error(400, "malformed header line"))
             key = name.decode("latin-1").lower()
-            text = value.strip().decode("latin-1")
+            text = value.strip(b" \t").decode("latin-1")
             if key in headers:
                 headers[key] += ", " + text
             else:
@@ -321,13 +437,11 @@ class WebhookServer:
             line = rfile.readline(1026)
             if not line.endswith(b"\n"):
                 raise _Reject(_error(400, "malformed chunk size line"))
-            text = line.split(b";", 1)[0].strip()
-            try:
-                n = int(text, 16)
-                if not text or n < 0 or text.startswith((b"-", b"+", b"0x", b"0X")):
-                    raise ValueError
-            except ValueError:
-                raise _Reject(_error(400, "malformed chunk size")) from None
+            text = line.split(b";", 1)[0].strip(b" \t\r\n")
+            # Hex digits only: int(..., 16) would also take "0x", "_", "+" and spaces.
+            if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
+                raise _Reject(_error(400, "malformed chunk size"))
+            n = int(text, 16)
             if n == 0:
                 break
             size += n
@@ -338,13 +452,24 @@ class WebhookServer:
                 raise _Reject(_error(400, "malformed chunk"))
             chunks.append(chunk)
         # Trailer fields, if any, up to the blank line.
-        for _ in range(MAX_HEADERS + 1):
-            line = rfile.readline(MAX_HEADER_LINE + 1)
+        for _ in range(self.max_headers + 1):
+            line = rfile.readline(self.max_header_line + 1)
             if line in (b"\r\n", b"\n"):
                 return b"".join(chunks)
-            if not line or len(line) > MAX_HEADER_LINE:
+            if not line or len(line) > self.max_header_line:
                 break
         raise _Reject(_error(400, "malformed chunked trailer"))
+
+
+_INTERNAL_ERROR = _error(500, "internal error; the sender should retry")
+
+
+def _printable(text: str) -> str:
+    """``text`` cut to 200 characters, control characters escaped (no log injection)."""
+    text = text[:200]
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _shutdown(conn: socket.socket) -> None:
