@@ -34,6 +34,11 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 RESPONSE_CAP = 64 * 1024
 #: Idle connections a Sender keeps open for reuse.
 _MAX_IDLE = 32
+#: Headers a Sender sets per attempt (or http.client per request): not for ``headers=``.
+_OWN_HEADERS = frozenset(
+    {"webhook-id", "webhook-timestamp", "webhook-signature", "x-hub-signature-256", "stripe-signature",
+     "x-github-event", "x-github-delivery", "content-length", "transfer-encoding"}
+)
 #: A header name (RFC 9110 token).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -306,7 +311,14 @@ class Sender:
             "Content-Type": "application/json",
             "User-Agent": f"webhooklite/{__version__}",
         }
-        self._base_headers.update(extra)
+        for name, value in extra.items():
+            lower = str(name).lower()
+            if lower in _OWN_HEADERS:
+                raise ValueError(f"header {name!r} is set by the Sender itself on every attempt")
+            # Header names ignore case: "content-type" replaces the default, it does not add a second one.
+            for key in [k for k in self._base_headers if k.lower() == lower]:
+                del self._base_headers[key]
+            self._base_headers[name] = value
         self._safe_url = _safe_url(parts.scheme, parts.hostname, port or default_port, default_port)
         #: Whether the SSRF guard is on (see the class docstring).
         self.block_private = block_private

@@ -1,0 +1,610 @@
+"""The command line, driven as a user drives it: real subprocesses on loopback ports.
+
+`python -m webhooklite listen --port 0` prints its URL first; the tests send to
+it with the CLI and with a Sender, read what it prints, and stop it with
+SIGINT/SIGTERM (exit 0). Errors must be one line on stderr, never a traceback.
+"""
+import json
+import os
+import queue
+import re
+import select
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+import webhooklite
+from webhooklite import Receiver, Retry, Sender
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "whsec_c3RvcmUtbm90aWZ5LWRlbW8tc2VjcmV0LTMyYnl0ZXM="
+OTHER = "whsec_b3RoZXItc2VjcmV0LWZvci10aGUtY2xpLXRlc3Rz"
+ENV = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+ENV["PYTHONPATH"] = str(ROOT)
+CMD = [sys.executable, "-m", "webhooklite"]
+
+
+def cli(*args: str, input: Optional[str] = None, timeout: float = 20, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        CMD + list(args), input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV
+    )
+
+
+def one_line_error(out: subprocess.CompletedProcess, code: int) -> str:
+    """The run failed with `code` and said why in exactly one line, with no traceback."""
+    assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr + out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+class Proc:
+    """A long-running command whose stdout is read line by line in the background."""
+
+    def __init__(self, argv: List[str], cwd: Path = ROOT) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=ENV
+        )
+        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.seen: List[str] = []
+        self.err: List[str] = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, put) -> None:
+        for line in stream:
+            put(line)
+        put(None)
+
+    def line(self, timeout: float = 10) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output in {timeout} s; so far: {''.join(self.seen)!r}") from None
+        assert line is not None, f"the process ended: {''.join(self.seen)!r} {''.join(self.err)!r}"
+        self.seen.append(line)
+        return line
+
+    def wait_for(self, text: str, timeout: float = 10) -> str:
+        """Read until `text` has been printed; return everything printed so far."""
+        deadline = time.monotonic() + timeout
+        while text not in "".join(self.seen):
+            self.line(max(0.01, deadline - time.monotonic()))
+        return "".join(self.seen)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        while True:  # the rest of the output
+            try:
+                line = self.lines.get(timeout=5)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+        return code
+
+    def blocks(self, msg_id: str, count: int = 1, timeout: float = 10) -> List[str]:
+        """Wait until `count` whole delivery blocks for `msg_id` are printed; return them all."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = blocks_for("\n\n".join(self.output.split("\n\n")[:-1]), msg_id)  # whole blocks only
+            if len(found) >= count:
+                return found
+            self.line(max(0.01, deadline - time.monotonic()))
+
+    @property
+    def output(self) -> str:
+        return "".join(self.seen)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(e for e in self.err if e is not None)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class Listen(Proc):
+    """`webhooklite listen --port 0 ...`; its first line is the URL."""
+
+    def __init__(self, *args: str, cwd: Path = ROOT) -> None:
+        super().__init__(CMD + ["listen", "--port", "0"] + list(args), cwd=cwd)
+        try:
+            self.url = self.line().rstrip("\n")
+        except BaseException:
+            self.kill()
+            raise
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\S*", self.url), self.url
+
+    def __enter__(self) -> "Listen":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+
+def blocks_for(output: str, msg_id: str) -> List[str]:
+    """The delivery blocks listen printed for one message id."""
+    return [b for b in output.split("\n\n") if msg_id in b.split("\n", 1)[0]]
+
+
+def sent_id(stdout: str) -> str:
+    return re.search(r"id: (msg_[\w-]+)", stdout).group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """A webhooklite Receiver in this process, recording the events it verified."""
+
+    def __init__(self, secret=SECRET, scheme: str = "standard") -> None:
+        self.events: List[webhooklite.Event] = []
+        self.receiver = Receiver(secret, scheme=scheme)
+        self.receiver.on("boom", self.boom)
+        self.receiver.on("*", self.events.append)
+
+    @staticmethod
+    def boom(event) -> None:
+        raise RuntimeError("the app failed")
+
+    def __enter__(self) -> "App":
+        self.server = self.receiver.start(port=0)
+        self.url = self.server.url
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+
+
+# -- the small commands ------------------------------------------------------------
+
+
+def test_version_and_secret():
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"webhooklite {webhooklite.__version__}"
+    a, b = cli("secret"), cli("secret")
+    assert a.returncode == 0 and a.stderr == ""
+    secret = a.stdout.strip()
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", secret) and secret != b.stdout.strip()
+    body = b'{"event":"ping"}'
+    headers = webhooklite.sign(body, secret, msg_id="msg_1")  # a valid key: 32 bytes once decoded
+    assert webhooklite.verify(body, headers, secret) is not None
+
+
+@pytest.mark.parametrize("command", [None, "listen", "send", "replay", "verify", "secret"])
+def test_every_help_shows_an_example(command):
+    out = cli(*([command] if command else []), "--help")
+    assert out.returncode == 0, out.stderr
+    assert "example" in out.stdout
+    name = f"python -m webhooklite {command}" if command else "python -m webhooklite"
+    assert re.search(rf"^\s+(export .*\$\()?{re.escape(name)}\b", out.stdout, re.M), out.stdout
+
+
+# -- listen + send -----------------------------------------------------------------
+
+
+def test_listen_prints_each_delivery_and_explains_bad_signatures():
+    with Listen("--secret", SECRET) as listen:
+        first = listen.line()  # the line after the URL says what it does
+        assert "standard signatures" in first and "Ctrl-C" in first
+
+        out = cli("send", listen.url, "payment.completed", '{"order_id": "ABC123", "amount": 25.00}', "--secret", SECRET)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("200 OK  attempts: 1  elapsed: ")
+        assert '{"status":"ok"}' in out.stdout
+        msg_id = sent_id(out.stdout)
+        (block,) = listen.blocks(msg_id)
+        assert re.match(rf"\d\d:\d\d:\d\d  POST /  payment\.completed  {msg_id}\n", block)
+        assert "signature: ok (standard)" in block and "answer:    200 OK" in block
+        assert '"order_id": "ABC123"' in block and '"amount": 25.00' in block  # the number exactly as sent
+
+        with Sender(listen.url, SECRET) as sender:  # the library's Sender, too
+            d = sender.send("order.shipped", {"order_id": "ABC123", "carrier": "UPS"})
+        assert d.ok and d.status == 200
+        (block,) = listen.blocks(d.id)
+        assert "order.shipped" in block and "signature: ok" in block and '"carrier": "UPS"' in block
+
+        out = cli("send", listen.url, "payment.completed", "{}", "--secret", OTHER)
+        assert one_line_error(out, 1).endswith("delivery failed after 1 attempt: 401 Unauthorized")
+        assert out.stdout.startswith("401 Unauthorized") and "signature does not match" in out.stdout
+        msg_id = sent_id(out.stdout)
+        (block,) = listen.blocks(msg_id)
+        assert "BAD SIGNATURE: signature does not match: the secret differs from the sender's" in block
+        assert "answer:    401 Unauthorized" in block
+
+        d = Sender(listen.url).send("payment.completed", {}, id="msg_unsigned")  # no signature at all
+        assert d.status == 401 and d.attempts == 1
+        (block,) = listen.blocks("msg_unsigned")
+        assert "BAD SIGNATURE: missing webhook-signature header" in block
+
+        assert listen.stop(signal.SIGINT) == 0
+        assert listen.stderr == ""
+        assert "\x1b[" not in listen.output  # no colour into a pipe
+        assert listen.output.rstrip().endswith("stopped after 4 deliveries")
+
+
+def test_fault_injection_makes_a_sender_retry_and_listen_shows_the_attempts():
+    with Listen("--secret", SECRET, "--fail-rate", "1", "--status", "503", "--retry-after", "7") as listen:
+        assert "failing 100% with 503 (Retry-After: 7)" in listen.line()
+        retry = Retry(attempts=3, backoff=0.01, max_delay=0.05)  # waits capped: Retry-After 7 -> 0.05 s
+        with Sender(listen.url, SECRET, retry=retry) as sender:
+            d = sender.send("payment.completed", {"order_id": "ABC123"})
+        assert not d.ok and d.status == 503 and d.attempts == 3 and d.retry_after == 7.0
+        blocks = listen.blocks(d.id, 3)
+        assert len(blocks) == 3
+        assert "attempt" not in blocks[0].split("\n")[0]
+        assert blocks[1].split("\n")[0].endswith("attempt 2") and blocks[2].split("\n")[0].endswith("attempt 3")
+        for block in blocks:
+            assert "answer:    503 Service Unavailable (injected fault, Retry-After: 7)" in block
+        assert '"order_id": "ABC123"' in blocks[0]  # retries do not repeat the body
+        assert all(b.endswith("(the same body as the attempt before)") for b in blocks[1:])
+        assert listen.stop(signal.SIGTERM) == 0
+        assert listen.stderr == ""
+
+    # Random faults: what send reports and what listen printed must agree, attempt by attempt.
+    with Listen("--secret", SECRET, "--fail-rate", "0.5") as listen:
+        out = cli("send", listen.url, "payment.completed", '{"order_id": "ABC125"}', "--secret", SECRET,
+                  "--retries", "8", "--backoff", "0.01")
+        attempts = int(re.search(r"attempts: (\d+)", out.stdout).group(1))
+        retried = re.findall(r"^attempt (\d+): 503 Service Unavailable; retrying in [\d.]+ s$", out.stdout, re.M)
+        assert retried == [str(n) for n in range(1, attempts)]
+        msg_id = sent_id(out.stdout)
+        listen.blocks(msg_id, attempts)
+        assert listen.stop() == 0
+        blocks = blocks_for(listen.output, msg_id)
+        assert len(blocks) == attempts
+        answers = [re.search(r"answer:    (\d+)", b).group(1) for b in blocks]
+        assert answers[:-1] == ["503"] * (attempts - 1)
+        assert (out.returncode, answers[-1]) in ((0, "200"), (1, "503"))
+
+    # --status alone fails every delivery (410 is final: no retry); --delay trips a sender's timeout.
+    with Listen("--status", "410", "--delay", "0.4") as listen:
+        out = cli("send", listen.url, "ping", "--timeout", "0.15", "--retries", "0")
+        assert "timed out after 0.15 s" in one_line_error(out, 1)
+        start = time.monotonic()
+        d = webhooklite.send(listen.url, "ping", {}, retry=Retry(attempts=3, backoff=0.01))
+        assert d.status == 410 and d.attempts == 1 and time.monotonic() - start >= 0.4
+        listen.wait_for("410 Gone (injected fault)")
+        assert listen.stop() == 0
+
+
+def test_forward_to_reaches_the_app_with_a_signature_that_still_verifies():
+    with App() as app, Listen("--secret", SECRET, "--forward-to", app.url) as listen:
+        assert f"forwarding to {app.url}" in listen.line()
+        out = cli("send", listen.url, "payment.completed", '{"order_id": "ABC126"}', "--secret", SECRET)
+        assert out.returncode == 0, out.stderr
+        msg_id = sent_id(out.stdout)
+        (event,) = app.events  # the app's Receiver checked the signature and ran its handler
+        assert event.id == msg_id and event["order_id"] == "ABC126"
+        assert webhooklite.verify(event.body, event.headers, SECRET) is not None
+        assert event.headers["user-agent"].startswith("webhooklite/")
+        (block,) = listen.blocks(msg_id)
+        assert f"answer:    200 OK (from {app.url} in " in block
+
+        # The app's answer is the sender's answer.
+        out = cli("send", listen.url, "boom", "{}", "--secret", SECRET, "--retries", "0")
+        assert one_line_error(out, 1).endswith("500 Internal Server Error")
+        assert "a handler failed" in out.stdout
+        listen.wait_for(f"500 Internal Server Error (from {app.url}")
+        assert listen.stop() == 0 and listen.stderr == ""
+
+    # Without --secret, listen relays unchecked; an app that is down is a 502 (retryable).
+    dead = f"http://127.0.0.1:{free_port()}/hooks"
+    with Listen("--forward-to", dead) as listen:
+        d = Sender(listen.url, SECRET, retry=Retry(attempts=2, backoff=0.01)).send("ping", {})
+        assert d.status == 502 and d.attempts == 2
+        listen.wait_for(f"forwarding to {dead} failed: connection refused")
+        assert "signature: not checked (no --secret)" in listen.output
+        assert listen.stop() == 0
+
+
+# -- save, verify, replay -----------------------------------------------------------
+
+
+def test_save_then_verify_then_replay(tmp_path):
+    saved = tmp_path / "deliveries"
+    with Listen("--secret", SECRET, "--save", str(saved)) as listen:
+        out = cli("send", listen.url, "payment.completed", '{"order_id": "ABC123", "note": "é"}', "--secret", SECRET)
+        assert out.returncode == 0, out.stderr
+        msg_id = sent_id(out.stdout)
+        d = Sender(listen.url, SECRET).deliver(b"\xff\xfe not UTF-8", msg_id="msg_binary")
+        assert d.status == 400  # signed, but not JSON: the Receiver's answer
+        listen.blocks("msg_binary")
+        assert listen.stop() == 0
+    files = sorted(saved.glob("*.json"))
+    assert len(files) == 2 and msg_id in files[0].name and "msg_binary" in files[1].name
+    assert f"saved:     {files[0]}" in listen.output
+    rec = json.loads(files[0].read_text(encoding="utf-8"))
+    assert rec["format"] == "webhooklite-delivery/1" and rec["method"] == "POST" and rec["path"] == "/"
+    assert rec["headers"]["webhook-id"] == msg_id and rec["answered"] == 200 and rec["signature"] == "ok"
+    assert json.loads(rec["body"])["note"] == "é" and "body_base64" not in rec
+    binary = json.loads(files[1].read_text(encoding="utf-8"))
+    assert "body" not in binary and binary["answered"] == 400
+    assert __import__("base64").b64decode(binary["body_base64"]) == b"\xff\xfe not UTF-8"
+
+    out = cli("verify", *map(str, files), "--secret", SECRET)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.count("ok, the standard signature verifies, signed ") == 2
+
+    out = cli("verify", str(files[0]), "--secret", OTHER)
+    assert "standard signature does not verify: signature does not match" in one_line_error(out, 1)
+    out = cli("verify", str(files[0]), "--secret", SECRET, "--scheme", "stripe")
+    assert "missing Stripe-Signature header; the request carries webhook-signature" in one_line_error(out, 1)
+    reformatted = dict(rec, body=json.dumps(json.loads(rec["body"])))  # what a framework would hand over
+    (tmp_path / "reformatted.json").write_text(json.dumps(reformatted), encoding="utf-8")
+    out = cli("verify", str(tmp_path / "reformatted.json"), "--secret", SECRET)
+    assert "parsed and re-serialized before verifying" in one_line_error(out, 1)
+
+    # An hour-old delivery: its signature is still good against when it was received, but
+    # a receiver today refuses its timestamp; replay --secret signs it afresh.
+    hour_ago = int(time.time()) - 3600
+    body = webhooklite.events.encode_event("payment.completed", {"order_id": "OLD1"})
+    old = {
+        "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hour_ago + 1)),
+        "headers": dict(webhooklite.sign(body, SECRET, msg_id="msg_old", timestamp=hour_ago),
+                        **{"content-type": "application/json"}),
+        "body": body.decode(),
+    }
+    (tmp_path / "old.json").write_text(json.dumps(old), encoding="utf-8")
+    out = cli("verify", str(tmp_path / "old.json"), "--secret", SECRET)
+    assert out.returncode == 0 and "(1 s before it was received)" in out.stdout, out.stdout + out.stderr
+    with App() as app:
+        out = cli("replay", str(tmp_path / "old.json"), app.url)
+        assert "401 Unauthorized" in out.stdout and "--secret re-signs it" in one_line_error(out, 1)
+        assert "timestamp is 36" in out.stdout  # the receiver's reason: ~3600 s in the past
+        out = cli("replay", str(tmp_path / "old.json"), app.url, "--secret", SECRET)
+        assert out.returncode == 0 and '"status":"ok"' in out.stdout and "id: msg_old" in out.stdout
+        out = cli("replay", str(tmp_path / "old.json"), app.url, "--secret", SECRET)
+        assert out.returncode == 0 and '"status":"duplicate"' in out.stdout
+        out = cli("replay", str(tmp_path / "old.json"), app.url, "--secret", SECRET, "--new-id")
+        assert out.returncode == 0 and '"status":"ok"' in out.stdout
+        assert [e["order_id"] for e in app.events] == ["OLD1", "OLD1"]
+        assert app.events[1].id not in ("msg_old", None) and app.events[1].id == sent_id(out.stdout)
+        # A fresh saved delivery replays as it is, signature and all.
+        out = cli("replay", str(files[0]), app.url)
+        assert out.returncode == 0 and app.events[-1].id == msg_id
+        out = cli("replay", str(tmp_path / "old.json"), app.url, "--new-id")
+        assert "--new-id needs --secret" in one_line_error(out, 2)
+
+
+# -- send's inputs -------------------------------------------------------------------
+
+
+def test_send_reads_data_from_text_file_and_stdin_with_headers_raw_and_schemes(tmp_path):
+    order = tmp_path / "order.json"
+    order.write_text('{\n  "order_id": "ABC123",\n  "amount": 25.00\n}\n', encoding="utf-8")
+    with App() as app:
+        out = cli("send", app.url, "payment.completed", f"@{order}", "--secret", SECRET,
+                  "-H", "X-Trace: abc 1", "-H", "content-type: application/json; charset=utf-8")
+        assert out.returncode == 0, out.stderr
+        event = app.events[-1]
+        assert b'"amount":25.00' in event.body and event.type == "payment.completed"
+        assert event.headers["x-trace"] == "abc 1"
+        assert event.headers["content-type"] == "application/json; charset=utf-8"  # replaced, not doubled
+
+        out = cli("send", app.url, "order.shipped", "-", "--secret", SECRET, input='{"carrier": "UPS"}')
+        assert out.returncode == 0 and app.events[-1]["carrier"] == "UPS"
+
+        raw = '{"text": "New order!",  "blocks": []}'
+        out = cli("send", app.url, "ignored", raw, "--raw", "--secret", SECRET)
+        assert out.returncode == 0 and app.events[-1].body == raw.encode() and app.events[-1].type is None
+
+        out = cli("send", app.url, "ping", "--secret", OTHER, "--secret", SECRET)  # rotation: signs with both
+        assert out.returncode == 0 and app.events[-1].type == "ping"
+
+    with App("It's a Secret to Everybody", scheme="github") as app:
+        out = cli("send", app.url, "issues", '{"action": "opened"}', "--scheme", "github",
+                  "--secret", "It's a Secret to Everybody")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert app.events[-1].type == "issues.opened"
+
+
+def test_sender_headers_ignore_case_and_leave_the_signature_alone():
+    s = Sender("http://127.0.0.1:9/", SECRET, headers={"user-agent": "store/2", "X-Trace": "1"})
+    headers = s.prepare(b"{}", "msg_1")
+    assert [k for k in headers if k.lower() == "user-agent"] == ["user-agent"]
+    assert headers["user-agent"] == "store/2" and headers["X-Trace"] == "1"
+    for name in ("Webhook-Signature", "webhook-id", "Content-Length", "Stripe-Signature"):
+        with pytest.raises(ValueError, match="set by the Sender itself"):
+            Sender("http://127.0.0.1:9/", SECRET, headers={name: "x"})
+
+
+# -- errors: one line, the right exit status -------------------------------------------
+
+
+def test_errors_are_one_line_with_the_right_exit_status(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}/"
+    out = cli("send", closed, "ping", "--retries", "0")
+    assert one_line_error(out, 1).endswith("delivery failed after 1 attempt: no answer: connection refused")
+    assert "attempts: 1" in out.stdout
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = cli("listen", "--port", str(taken.getsockname()[1]))
+        assert "already in use" in one_line_error(out, 1)
+
+    out = cli("send", closed, "payment.completed", '{"order_id": "ABC123" "amount": 25}')
+    assert "DATA is not valid JSON: Expecting ',' delimiter at line 1 column 23" in one_line_error(out, 2)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{\n  "a": 1,\n  "b": tru\n}\n', encoding="utf-8")
+    out = cli("send", closed, "ping", f"@{broken}")
+    assert f"{broken} is not valid JSON: Expecting value at line 3 column 8" in one_line_error(out, 2)
+
+    for missing in (tmp_path / "nope.json", tmp_path):
+        out = cli("send", closed, "ping", f"@{missing}")
+        assert f"cannot read DATA from {missing}" in one_line_error(out, 2)
+    out = cli("verify", str(tmp_path / "nope.json"), "--secret", SECRET)
+    assert "cannot read" in one_line_error(out, 2)
+    (tmp_path / "not-saved.json").write_text("[1, 2]")
+    out = cli("replay", str(tmp_path / "not-saved.json"), closed)
+    assert "is not a saved delivery" in one_line_error(out, 2)
+
+    out = cli("send", closed, "ping", "--secret", "whsec_dG9vLXNob3J0")
+    assert "--secret: the 'whsec_' secret decodes to 9 bytes" in one_line_error(out, 2)
+    out = cli("listen", "--port", "0", "--secret", "whsec_!!!not-base64")
+    assert "--secret: the 'whsec_' secret is not valid base64" in one_line_error(out, 2)
+
+    for args, words in [
+        (("send", closed, "ping", "[1, 2]"), "DATA is a JSON list, not an object"),
+        (("send", closed, "ping", '{"event": "x"}'), "field named 'event'"),
+        (("send", closed, "ping", "NaN"), "NaN is not a JSON value"),
+        (("send", closed, "ping", "--raw"), "--raw posts DATA as is"),
+        (("send", closed, "ping", "-H", "no colon"), "is not 'Name: value'"),
+        (("send", "ftp://example.com/", "ping"), "http:// or https://"),
+        (("send", closed, "ping", "--retries", "-1"), "0 to 100"),
+        (("listen", "--fail-rate", "2"), "a fraction from 0 to 1"),
+        (("listen", "--retry-after", "5"), "--retry-after goes with --fail-rate or --status"),
+        (("listen", "--forward-to", "localhost:3000"), "--forward-to must be an http:// or https:// URL"),
+        (("listen", "--nope"), "unrecognized arguments: --nope"),
+        (("verify", "x.json"), "--secret"),
+        ((), "COMMAND"),
+    ]:
+        assert words in one_line_error(cli(*args), 2), args
+
+
+# -- colour --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("no_color", [False, True])
+def test_colour_only_on_a_terminal_and_never_with_no_color(no_color):
+    master, slave = os.openpty()
+    env = dict(ENV, TERM="xterm")
+    if no_color:
+        env["NO_COLOR"] = "1"
+    proc = subprocess.Popen(CMD + ["listen", "--port", "0"], stdout=slave, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    os.close(slave)
+    got = b""
+
+    def read_until(pattern: bytes, timeout: float = 10) -> None:
+        nonlocal got
+        deadline = time.monotonic() + timeout
+        while pattern not in got:
+            left = deadline - time.monotonic()
+            assert left > 0, got
+            if select.select([master], [], [], left)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the other end closed
+                    chunk = b""
+                assert chunk, got
+                got += chunk
+
+    try:
+        read_until(b"\n")
+        url = got.split(b"\r\n")[0].decode()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), got  # the URL line itself is plain
+        d = webhooklite.send(url, "payment.completed", {"order_id": "ABC123", "amount": 25})
+        assert d.ok
+        read_until(b"}\r\n")
+        assert (b"\x1b[" in got) is not no_color, got
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        os.close(master)
+        proc.stderr.close()
+
+
+# -- the README walk-through runs as written -------------------------------------------
+
+
+def readme_commands() -> List[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Try it by hand\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the README's commands are shell commands")
+def test_readme_try_it_by_hand_commands_work(tmp_path):
+    commands = readme_commands()
+    # (what it is, what it must end with): keep in step with README.md.
+    expected = ["listen", 0, 1, "listen", (0, 1), "notifier", "listen", 0, 0, 0]
+    kinds = ["listen" if " listen " in c else "notifier" if "notifier" in c else c.split()[3] for c in commands]
+    assert kinds == ["listen", "send", "send", "listen", "send", "notifier", "listen", "send", "verify", "replay"]
+    py = shlex.quote(sys.executable)
+    app_port = str(free_port())
+
+    def shell(cmd: str, url: Optional[str]) -> str:
+        cmd = cmd.replace("python3 -m webhooklite", f"{py} -m webhooklite")
+        cmd = cmd.replace("python3 examples/", f"{py} {shlex.quote(str(ROOT))}/examples/")
+        cmd = cmd.replace("--port 8000", "--port 0").replace("9000", app_port)
+        return cmd.replace("http://127.0.0.1:8000/", url) if url else cmd
+
+    listens: List[Proc] = []
+    notifier: Optional[Proc] = None
+    url = None
+    sends = []  # (listen, message id, attempts, exit status)
+    try:
+        for kind, cmd, want in zip(kinds, commands, expected):
+            if kind == "listen":
+                if listens:
+                    assert listens[-1].stop() == 0, listens[-1].stderr
+                listens.append(Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path))
+                url = listens[-1].line().strip()
+                assert url.startswith("http://127.0.0.1:"), url
+            elif kind == "notifier":
+                notifier = Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path)
+                assert "waiting for orders" in notifier.line()
+                deadline = time.monotonic() + 10
+                while True:  # it prints before it binds
+                    try:
+                        socket.create_connection(("127.0.0.1", int(app_port)), timeout=1).close()
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.05)
+            else:
+                out = subprocess.run(["bash", "-c", shell(cmd, url)], capture_output=True, text=True,
+                                     timeout=30, cwd=tmp_path, env=ENV)
+                assert out.returncode in (want if isinstance(want, tuple) else (want,)), (cmd, out.stdout, out.stderr)
+                assert "Traceback" not in out.stderr
+                if kind == "send":
+                    msg_id = sent_id(out.stdout)
+                    attempts = int(re.search(r"attempts: (\d+)", out.stdout).group(1))
+                    listens[-1].blocks(msg_id, attempts)
+                    sends.append((listens[-1], msg_id, attempts, out.returncode))
+        assert notifier is not None
+        notifier.wait_for("New order! Item: Blue T-Shirt, $25. Customer: Jane D.")
+        time.sleep(0.1)
+        assert listens[-1].stop() == 0
+        assert notifier.stop() == 0
+        # Terminal 1 explained the second send's bad signature...
+        ((_, bad_id, _, _),) = [s for s in sends if s[3] == 1 and s[0] is listens[0]]
+        (block,) = blocks_for(listens[0].output, bad_id)
+        assert "BAD SIGNATURE: signature does not match" in block
+        # ... showed every attempt of the retried one ...
+        ((retried, retry_id, attempts, _),) = [s for s in sends if s[0] is listens[1]]
+        assert len(blocks_for(retried.output, retry_id)) == attempts
+        # ... and the notifier got the forwarded send, then the replay (a new id: not a duplicate).
+        assert notifier.output.count("New order! Item: Blue T-Shirt, $25. Customer: Jane D.") == 2
+        assert "from http://127.0.0.1:" + app_port in listens[-1].output
+        assert len(list((tmp_path / "deliveries").glob("*.json"))) == 1
+    finally:
+        for p in listens + [notifier]:
+            if p is not None:
+                p.kill()

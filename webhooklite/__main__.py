@@ -1,0 +1,7 @@
+"""``python -m webhooklite``: the command line (see ``webhooklite/cli.py``)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
