@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
@@ -237,6 +239,11 @@ def test_listen_prints_each_delivery_and_explains_bad_signatures():
         (block,) = listen.blocks("msg_unsigned")
         assert "BAD SIGNATURE: missing webhook-signature header" in block
 
+        with pytest.raises(urllib.error.HTTPError) as refused:  # refused before the body: one line
+            urllib.request.urlopen(listen.url, timeout=5)
+        assert refused.value.code == 405
+        listen.wait_for("GET /  -> 405 Method Not Allowed\n")
+
         assert listen.stop(signal.SIGINT) == 0
         assert listen.stderr == ""
         assert "\x1b[" not in listen.output  # no colour into a pipe
@@ -310,9 +317,12 @@ def test_forward_to_reaches_the_app_with_a_signature_that_still_verifies():
 
     # Without --secret, listen relays unchecked; an app that is down is a 502 (retryable).
     dead = f"http://127.0.0.1:{free_port()}/hooks"
-    with Listen("--forward-to", dead) as listen:
+    with Listen("--forward-to", dead, "--path", "/hooks") as listen:
+        assert listen.url.endswith("/hooks")
         d = Sender(listen.url, SECRET, retry=Retry(attempts=2, backoff=0.01)).send("ping", {})
         assert d.status == 502 and d.attempts == 2
+        assert webhooklite.send(listen.url[:-len("hooks")], "ping", {}).status == 404
+        listen.wait_for("POST /  -> 404 Not Found (listening on /hooks only)")
         listen.wait_for(f"forwarding to {dead} failed: connection refused")
         assert "signature: not checked (no --secret)" in listen.output
         assert listen.stop() == 0
