@@ -601,3 +601,25 @@ def test_stop_finishes_attempts_in_flight_and_hands_back_the_rest(raw, tmp_path)
         assert len(server.requests) == 1
     finally:
         outbox.close()
+
+
+def test_a_worker_renews_its_claims_so_another_never_takes_over_a_live_one(raw, tmp_path):
+    def decide(path, headers, body):
+        time.sleep(0.25)  # each attempt is slow; together they outlast the lease many times
+        return 200, b""
+
+    server = raw(decide)
+    path = tmp_path / "o.db"
+    options = dict(lease=0.6, timeout=0.5, workers=1, poll=0.05)
+    a, b = webhooklite.Outbox(path, **options), webhooklite.Outbox(path, **options)
+    try:
+        a.add_endpoint(server.base + "/")
+        ids = a.send_many([("ping", {"n": i}) for i in range(6)])
+        a.start()
+        assert wait_until(lambda: len(server.requests) >= 1, 5)  # a holds every claim now
+        b.start()  # a second worker on the same file, alive all along
+        assert a.drain(timeout=10)
+        assert sorted(server.ids()) == sorted(ids)  # each sent once: a's leases never ran out
+    finally:
+        a.close()
+        b.close()

@@ -705,6 +705,8 @@ class Outbox:
             raise RuntimeError("this Outbox is closed")
         with self._lock:
             if self._running:
+                if self._stopping:
+                    raise RuntimeError("stop() has not finished yet: attempts are still in flight")
                 return self
             import socket
 
@@ -735,6 +737,9 @@ class Outbox:
             if t is threading.current_thread():
                 continue
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads if t is not threading.current_thread()):
+            log.warning("outbox: stop() timed out with attempts still in flight; they finish in the background")
+            return
         with self._lock:
             self._running = False
             self._threads = []
@@ -981,8 +986,10 @@ class Outbox:
                     "SELECT d.id, d.message_id, m.event, m.body, d.tries FROM deliveries d "
                     "JOIN messages m ON m.id = d.message_id JOIN endpoints e ON e.id = d.endpoint_id "
                     "WHERE d.endpoint_id = ? AND d.state = 'pending' AND d.next_at <= ? AND e.enabled = 1 "
+                    # Never our own claims again, even if a renewal came late: they are queued here already.
+                    "AND (d.worker IS NULL OR d.worker <> ?) "
                     "ORDER BY d.next_at LIMIT ?",
-                    (eid, now, free),
+                    (eid, now, self._token, free),
                 ).fetchall()
                 full[eid] = len(rows) == free
                 if not rows:
@@ -1078,7 +1085,8 @@ class Outbox:
                 (reason, job.endpoint_id),
             )
             c.execute(
-                "UPDATE deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = ? WHERE id = ?",
+                "UPDATE deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = ? "
+                "WHERE id = ? AND state = 'pending'",
                 (now, job.delivery_id),
             )
             n = 1 + c.execute(
