@@ -293,7 +293,7 @@ class Receiver:
 
     @property
     def asgi(self) -> Any:
-        """This receiver as an ASGI 3 app (FastAPI/Starlette ``app.mount("/hooks", receiver.asgi)``, uvicorn).
+        """This receiver as an ASGI 3 app (FastAPI/Starlette ``app.add_route("/hooks", receiver.asgi)``, uvicorn).
 
         Same checks, same answers as the WSGI app; handlers run in a thread pool.
         """
