@@ -343,6 +343,23 @@ def test_signature_errors_say_less_to_the_caller_than_to_the_log(app, logs):
     assert any("re-serialized" in t for t in logs.texts())
 
 
+def test_bad_signatures_cost_no_more_than_good_requests():
+    """The "was it re-serialized?" guess runs at most once a second per receiver, not per request."""
+    items = [{"id": i, "name": "Blue T-Shirt", "price": 25.0, "tags": ["a", "b"]} for i in range(3000)]
+    body = json.dumps({"event": "x", "items": items}).encode()  # ~200 KB, spaced like json.dumps
+    compact = json.dumps(json.loads(body), separators=(",", ":")).encode()
+    signer = webhooklite.Signer(SECRET)
+    headers = signer.sign(compact, "msg_1", int(time.time()))
+    with pytest.raises(webhooklite.SignatureError, match="re-serialized"):
+        signer.verify(headers, body)  # the first: diagnosed for the developer
+    start = time.monotonic()
+    for _ in range(30):  # a flood right after: refused at the price of one HMAC each
+        with pytest.raises(webhooklite.SignatureError) as info:
+            signer.verify(headers, body)
+        assert "re-serialized" not in str(info.value)
+    assert time.monotonic() - start < 0.5  # without the limit: about 40 ms each, 1.2 s in all
+
+
 # -- random garbage and random mutations of a valid signed request -----------------------------
 
 

@@ -48,6 +48,9 @@ Secret = Union[str, bytes, Sequence[Union[str, bytes]]]
 _MIN_KEY, _MAX_KEY = 24, 64
 #: Re-serialization is only guessed at for bodies up to this size (it is the error path).
 _RESERIALIZE_PROBE_LIMIT = 256 * 1024
+#: ... and at most once per this many seconds per Signer: anyone can send a bad signature, and
+#: the guess costs about ten times a good request, so a flood of them must not pay for it.
+_RESERIALIZE_PROBE_INTERVAL = 1.0
 _OTHER_SCHEME_HEADERS = (
     ("webhook-signature", "standard"),
     ("svix-signature", "standard"),
@@ -156,7 +159,7 @@ class Signer:
     there with a ValueError rather than on the first request.
     """
 
-    __slots__ = ("scheme", "_keys", "_hints", "_now")
+    __slots__ = ("scheme", "_keys", "_hints", "_now", "_next_probe")
 
     def __init__(
         self,
@@ -173,6 +176,7 @@ class Signer:
         self._keys: Tuple[bytes, ...] = tuple(_key(s, scheme) for s in secrets)
         self._hints = _secret_hints(secrets, scheme)
         self._now = now or time.time
+        self._next_probe = 0.0  # monotonic time from which the re-serialization guess may run again
 
     def __repr__(self) -> str:
         return f"Signer(scheme={self.scheme!r}, keys={len(self._keys)})"
@@ -339,7 +343,11 @@ class Signer:
 
     def _mismatch(self, body: bytes, candidates: List[bytes], match: Callable[[bytes, bytes], bool]) -> SignatureError:
         public = "signature does not match"
-        reencoded = _reserialized_match(body, candidates, match)
+        reencoded = None
+        now = time.monotonic()
+        if now >= self._next_probe:
+            self._next_probe = now + _RESERIALIZE_PROBE_INTERVAL
+            reencoded = _reserialized_match(body, candidates, match)
         if reencoded:
             return SignatureError(
                 "signature does not match this body, but it matches the same JSON encoded "
