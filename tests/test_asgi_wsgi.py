@@ -269,3 +269,16 @@ def test_wsgi_chunked_body_under_wsgiref_is_411_at_once_not_a_hang():
     assert answer.startswith(b"HTTP/1.0 411 "), answer[:80]
     assert b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]
     assert time.monotonic() - started < 2 and runs == []
+
+
+def test_sender_to_a_receiver_under_wsgiref_every_delivery_ok():
+    # wsgiref answers HTTP/1.0 and writes the head and the body separately, then closes:
+    # the Sender must read the body after http.client has closed the connection.
+    receiver, runs = recorder()
+    with wsgi_server(wsgiref.validate.validator(receiver)) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        with webhooklite.Sender(url, SECRET, timeout=5, retry=webhooklite.Retry(attempts=1)) as sender:
+            deliveries = [sender.send("payment.completed", {"n": n}) for n in range(10)]
+    assert [(d.status, d.error) for d in deliveries] == [(200, None)] * 10
+    assert all(d.response_body == b'{"status":"ok"}' for d in deliveries)
+    assert len(runs) == 10

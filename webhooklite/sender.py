@@ -462,10 +462,16 @@ class Sender:
 
 
 class _DeadlineReader(io.RawIOBase):
-    """Reads a socket until a deadline: a response that trickles in forever times out."""
+    """Reads a socket until a deadline: a response that trickles in forever times out.
 
-    def __init__(self, sock: Any, deadline: float, timeout: float) -> None:
-        self._sock, self._deadline, self._timeout = sock, deadline, timeout
+    It reads through the socket's own ``SocketIO`` (what ``makefile`` gives
+    http.client), which keeps the file descriptor open until the response is
+    closed: on a ``Connection: close`` answer http.client closes the
+    connection right after the head, before the body is read.
+    """
+
+    def __init__(self, raw: Any, sock: Any, deadline: float, timeout: float) -> None:
+        self._raw, self._sock, self._deadline, self._timeout = raw, sock, deadline, timeout
 
     def readable(self) -> bool:
         return True
@@ -477,10 +483,15 @@ class _DeadlineReader(io.RawIOBase):
         if left <= 0:
             raise socket.timeout("the response did not end in time")
         self._sock.settimeout(min(left, self._timeout))
-        return self._sock.recv_into(buffer)
+        return self._raw.readinto(buffer)
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()  # releases the socket (closed for good if the connection was)
+        super().close()
 
 
 def _deadline_response(sock: Any, debuglevel: int = 0, method: Optional[str] = None, url: Optional[str] = None,
@@ -489,8 +500,8 @@ def _deadline_response(sock: Any, debuglevel: int = 0, method: Optional[str] = N
     import http.client
 
     resp = http.client.HTTPResponse(sock, debuglevel, method=method, url=url)
-    resp.fp.close()  # the stock reader; closing it releases its hold on the socket
-    resp.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout))
+    raw = resp.fp.detach()  # the stock reader's SocketIO (nothing is buffered yet): it holds the socket open
+    resp.fp = io.BufferedReader(_DeadlineReader(raw, sock, deadline, timeout))
     return resp
 
 
