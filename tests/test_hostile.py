@@ -343,6 +343,22 @@ def test_signature_errors_say_less_to_the_caller_than_to_the_log(app, logs):
     assert any("re-serialized" in t for t in logs.texts())
 
 
+@pytest.mark.parametrize("scheme, secret", [("standard", SECRET), ("stripe", "whsec_test_secret")])
+def test_a_replay_with_a_new_unsigned_id_header_is_still_a_duplicate(scheme, secret):
+    receiver = webhooklite.Receiver(secret, scheme=scheme)
+    runs = []
+    receiver.on("*", lambda e: runs.append(e.id))
+    body = json.dumps({"id": "evt_1", "type": "payment_intent.succeeded"}).encode()
+    h = webhooklite.sign(body, secret, scheme=scheme, msg_id="msg_1")
+    with receiver.start(**OPTIONS) as server:
+        assert exchange(server, head(body, h) + body, half_close=True)[0] == [200]
+        for extra in ({}, {"webhook-id": "msg_2"}, {"svix-id": "msg_3"}, {"X-GitHub-Delivery": "x"}):
+            statuses, raw, _ = exchange(server, head(body, dict(h, **extra)) + body, half_close=True)
+            # standard: the id is signed, so a changed one is 401; stripe: the body's id decides.
+            assert statuses == [200] and answer_body(raw) == {"status": "duplicate"} or statuses == [401], (extra, raw)
+    assert len(runs) == 1
+
+
 def test_bad_signatures_cost_no_more_than_good_requests():
     """The "was it re-serialized?" guess runs at most once a second per receiver, not per request."""
     items = [{"id": i, "name": "Blue T-Shirt", "price": 25.0, "tags": ["a", "b"]} for i in range(3000)]

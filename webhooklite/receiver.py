@@ -212,6 +212,10 @@ class Receiver:
         if not handlers:
             return _IGNORED
         eid = event_id(h, data)
+        if self.scheme == "stripe" and isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
+            # Stripe signs the body, not the headers: dedupe on the body's id, which a replay
+            # cannot change (an added webhook-id header would otherwise make a replay "new").
+            eid = data["id"]
         if eid is not None:
             state = self.store.begin(eid)
             if state == "done":
