@@ -108,7 +108,7 @@ class RawServer:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
                 if action[0] == "hang":
-                    time.sleep(action[1])
+                    self.stopped.wait(action[1])  # no answer (close() ends it early)
                     return
                 status, payload = action[0], action[1]
                 extra = action[2] if len(action) > 2 else {}
@@ -561,18 +561,19 @@ def test_send_is_on_disk_before_it_returns_and_batches_are_all_or_nothing(raw, t
 
 
 def test_a_slow_endpoint_does_not_hold_up_the_others(raw, tmp_path):
-    server = raw(lambda p, h, b: ("hang", 1.5) if p == "/slow" else (200, b""))
-    outbox = webhooklite.Outbox(tmp_path / "o.db", schedule=(0, 5), timeout=1.0, lease=3.0, workers=4)
+    server = raw(lambda p, h, b: ("hang", 10) if p == "/slow" else (200, b""))
+    outbox = webhooklite.Outbox(tmp_path / "o.db", schedule=(0, 5), timeout=5.0, lease=10.0, workers=4)
     try:
-        outbox.add_endpoint(server.base + "/slow")
+        slow = outbox.add_endpoint(server.base + "/slow")
         fast = outbox.add_endpoint(server.base + "/fast")
         outbox.send_many([("ping", {"n": i}) for i in range(20)])
         outbox.start()
-        t0 = time.monotonic()
-        assert wait_until(lambda: outbox.stats()[fast]["delivered"] == 20, 3)
-        assert time.monotonic() - t0 < 0.9  # before the slow endpoint's first timeout
+        assert wait_until(lambda: outbox.stats()[fast]["delivered"] == 20, 4)
+        # ...while the slow endpoint's first attempts still hang (none has ended: nothing logged).
+        assert [d.attempts for d in outbox.deliveries(endpoint=slow)] == [0] * 20
         assert len(server.ids("/slow")) <= 2  # at most per_endpoint (workers // 2) busy on it
     finally:
+        server.close()  # the hanging answers end now, so stop() need not wait for the timeout
         outbox.close()
 
 
@@ -610,11 +611,11 @@ def test_a_worker_renews_its_claims_so_another_never_takes_over_a_live_one(raw, 
 
     server = raw(decide)
     path = tmp_path / "o.db"
-    options = dict(lease=0.6, timeout=0.5, workers=1, poll=0.05)
+    options = dict(lease=1.2, timeout=0.5, workers=1, poll=0.05)
     a, b = webhooklite.Outbox(path, **options), webhooklite.Outbox(path, **options)
     try:
         a.add_endpoint(server.base + "/")
-        ids = a.send_many([("ping", {"n": i}) for i in range(6)])
+        ids = a.send_many([("ping", {"n": i}) for i in range(8)])  # 2 s of sending: well over the lease
         a.start()
         assert wait_until(lambda: len(server.requests) >= 1, 5)  # a holds every claim now
         b.start()  # a second worker on the same file, alive all along
@@ -623,3 +624,64 @@ def test_a_worker_renews_its_claims_so_another_never_takes_over_a_live_one(raw, 
     finally:
         a.close()
         b.close()
+
+
+def test_block_private_guards_every_endpoint_against_ssrf(raw, tmp_path):
+    server = raw(lambda p, h, b: (200, b""))
+    with webhooklite.Outbox(tmp_path / "o.db", schedule=(0,), block_private=True) as outbox:
+        outbox.add_endpoint(server.base + "/internal")  # e.g. typed in by a user of your app
+        outbox.send("ping")
+        assert outbox.drain(timeout=10)
+        (d,) = outbox.dead()
+        assert "loopback" in d.last_error and d.last_status is None
+    assert server.requests == []  # nothing reached the internal address
+    with webhooklite.Outbox(tmp_path / "p.db", block_private=True, allow_networks=["127.0.0.0/8"]) as outbox:
+        outbox.add_endpoint(server.base + "/allowed")
+        outbox.send("ping")
+        assert outbox.drain(timeout=10) and outbox.stats()[1]["delivered"] == 1
+    with pytest.raises(ValueError):
+        webhooklite.Outbox(tmp_path / "q.db", allow_networks=["10.0.0.0/8"])
+
+
+def test_run_is_a_worker_process_that_stops_cleanly_on_sigterm(raw, tmp_path):
+    arrived = threading.Event()
+
+    def decide(path, headers, body):
+        arrived.set()
+        time.sleep(0.5)  # SIGTERM lands while this attempt is in flight
+        return 200, b""
+
+    server = raw(decide)
+    path = str(tmp_path / "o.db")
+    with webhooklite.Outbox(path) as outbox:
+        outbox.add_endpoint(server.base + "/")
+        mid = outbox.send("order.created", {"n": 1})
+    worker = python("import sys, webhooklite\nwebhooklite.Outbox(sys.argv[1], poll=0.05).run()\nprint('bye')", path)
+    try:
+        assert arrived.wait(10), "the worker process never delivered"
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0 and out.strip() == "bye" and "Traceback" not in err, err
+    # The attempt in flight finished and was recorded before the process left.
+    assert db_rows(path, "SELECT message_id, state, attempts FROM deliveries") == [(mid, "delivered", 1)]
+
+
+def test_purge_forgets_delivered_deliveries_but_keeps_the_rest(raw, tmp_path):
+    server = raw(lambda p, h, b: (200, b"") if p == "/ok" else (500, b""))
+    path = str(tmp_path / "o.db")
+    with webhooklite.Outbox(path, schedule=(0,)) as outbox:
+        ok = outbox.add_endpoint(server.base + "/ok")
+        bad = outbox.add_endpoint(server.base + "/bad")
+        outbox.send_many([("ping", {"n": i}) for i in range(3)])
+        assert outbox.drain(timeout=10)
+        assert outbox.purge(older_than=3600) == 0  # too recent
+        assert outbox.purge(older_than=0) == 3
+        stats = outbox.stats()
+        assert (stats[ok]["delivered"], stats[bad]["dead"]) == (0, 3)
+        assert len(outbox.dead()) == 3 and all(len(outbox.attempts(d.id)) == 1 for d in outbox.dead())
+    assert db_rows(path, "SELECT count(*) FROM attempts") == [(3,)]
+    assert db_rows(path, "SELECT count(*) FROM messages") == [(3,)]  # still needed by the dead ones

@@ -271,7 +271,9 @@ class Outbox:
     how long a claim lasts without renewal (a crashed worker's deliveries are
     taken over after it); it must be longer than ``timeout``, the seconds one
     attempt may take (an endpoint can set its own). ``poll`` is how often an
-    idle worker looks for work sent by other processes.
+    idle worker looks for work sent by other processes. ``block_private=True``
+    (with ``allow_networks``) turns on the Sender's SSRF guard for every
+    endpoint: use it when users type in the endpoint URLs.
     """
 
     def __init__(
@@ -285,6 +287,8 @@ class Outbox:
         per_endpoint: Optional[int] = None,
         poll: float = 0.5,
         jitter: float = 0.2,
+        block_private: bool = False,
+        allow_networks: Iterable[str] = (),
     ) -> None:
         path = os.fspath(path)
         if not path or path == ":memory:" or path.startswith("file:"):
@@ -323,6 +327,12 @@ class Outbox:
         self.poll = float(poll)
         #: Fraction of random spread on each delay (0.2 is ±20%).
         self.jitter = float(jitter)
+        # The Sender's SSRF guard, for endpoint URLs that users type in (see Sender).
+        self._guard: Dict[str, Any] = {}
+        if block_private:
+            self._guard = {"block_private": True, "allow_networks": tuple(allow_networks)}
+        elif allow_networks:
+            raise ValueError("allow_networks is an option of block_private=True")
 
         if not os.path.exists(path):
             # Endpoint secrets are stored in the file: only its owner may read it.
@@ -505,7 +515,7 @@ class Outbox:
         if not 0 < timeout < self.lease:
             raise ValueError(f"timeout is > 0 and shorter than the lease ({self.lease:g} s)")
         # Building a Sender checks the URL, secret, scheme and headers now, not at the first delivery.
-        Sender(url, secret, scheme=scheme, timeout=timeout, retry=Retry(attempts=1), headers=headers).close()
+        Sender(url, secret, scheme=scheme, timeout=timeout, retry=Retry(attempts=1), headers=headers, **self._guard).close()
         now = time.time()
         with self._api_lock, _write(self._api) as c:
             c.execute(
@@ -1144,7 +1154,7 @@ class Outbox:
             return cached[1]
         sender = Sender(
             url, _load_secret(secret), scheme=scheme, timeout=timeout, retry=Retry(attempts=1),
-            headers=json.loads(headers),
+            headers=json.loads(headers), **self._guard,
         )
         if cached is not None:
             cached[1].close()  # connections in flight are closed when they come back
