@@ -8,6 +8,7 @@ only move bytes. Checks run in this order: path (404), method (405), size
 """
 import datetime
 import logging
+from http import HTTPStatus  # the enum only: http.client and http.server are not imported
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .errors import PayloadError, SignatureError
@@ -56,7 +57,13 @@ class Response:
 
     @property
     def reason(self) -> str:
-        return _REASONS.get(self.status, "")
+        reason = _REASONS.get(self.status)
+        if reason is None:
+            try:
+                reason = HTTPStatus(self.status).phrase
+            except ValueError:
+                reason = ""
+        return reason
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.body[:80]!r}>"
