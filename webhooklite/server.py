@@ -19,7 +19,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .headers import Headers
-from .receiver import Receiver, Response, _error
+from .receiver import _DUPLICATE, _IGNORED, _OK, Receiver, Response, _error
 
 __all__ = ["WebhookServer", "serve"]
 
@@ -52,6 +52,13 @@ class _Reject(Exception):
 
 
 def _render(response: Response, keep_alive: bool) -> bytes:
+    rendered = _RENDERED.get((id(response), keep_alive))
+    if rendered is not None:
+        return rendered
+    return _render_now(response, keep_alive)
+
+
+def _render_now(response: Response, keep_alive: bool) -> bytes:
     lines = [f"HTTP/1.1 {response.status} {response.reason}"]
     for name, value in response.headers:
         lines.append(f"{name}: {value}")
@@ -60,6 +67,13 @@ def _render(response: Response, keep_alive: bool) -> bytes:
         lines.append("Connection: close")
     head = "\r\n".join(lines) + "\r\n\r\n"
     return head.encode("latin-1") + response.body
+
+
+# The receiver's fixed answers (module constants, alive as long as the program, so their
+# ids are stable) are rendered once, not on every request.
+_RENDERED: Dict[Tuple[int, bool], bytes] = {
+    (id(r), keep): _render_now(r, keep) for r in (_OK, _DUPLICATE, _IGNORED) for keep in (True, False)
+}
 
 
 class WebhookServer:
@@ -261,7 +275,10 @@ class WebhookServer:
     def _serve_connection(self, conn: socket.socket, addr: Any) -> None:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(self.idle_timeout)
+            # Blocking, no socket timeout: the watchdog enforces every deadline by shutting
+            # the socket down (which ends a blocked recv or send). A socket timeout would make
+            # CPython poll() before each recv and send: two more system calls per request.
+            conn.settimeout(None)
             rfile = conn.makefile("rb", buffering=65536)
             self._deadline(conn, self.idle_timeout)
             try:
@@ -380,6 +397,9 @@ class WebhookServer:
 
     def _read_headers(self, rfile: Any) -> Headers:
         max_line, max_count, max_bytes = self.max_header_line, self.max_headers, self.max_header_bytes
+        fast = self._read_plain_headers(rfile, max_line, max_count, max_bytes)
+        if fast is not None:
+            return fast
         headers: Dict[str, str] = {}
         total = count = 0
         while True:
@@ -409,6 +429,41 @@ class WebhookServer:
             else:
                 headers[key] = text
 
+    @staticmethod
+    def _read_plain_headers(rfile: Any, max_line: int, max_count: int, max_bytes: int) -> Optional[Headers]:
+        """The fast path of :meth:`_read_headers`: the whole head parsed at once, or None.
+
+        It takes a head that is already buffered and plain: CRLF line ends only (no bare
+        CR or LF), no NUL, within every limit, every line a well-formed field. That is
+        every ordinary request; it gives the same Headers the line-by-line path would.
+        Anything else (or a head still arriving) consumes nothing and returns None, and
+        the line-by-line path reads it and says what is wrong.
+        """
+        buf = rfile.peek(1)
+        end = buf.find(b"\r\n\r\n")
+        if end <= 0 or buf[:1] in (b"\r", b"\n") or end + 4 > max_bytes:
+            return None
+        head = buf[:end]
+        crlf = head.count(b"\r\n")
+        if head.count(b"\r") != crlf or head.count(b"\n") != crlf or b"\x00" in head or crlf >= max_count:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        if end + 2 > max_line and max(map(len, lines)) + 2 > max_line:
+            return None
+        headers: Dict[str, str] = {}
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+                return None
+            key = name.lower()
+            text = value.strip(" \t")
+            if key in headers:
+                headers[key] += ", " + text
+            else:
+                headers[key] = text
+        rfile.read(end + 4)
+        return Headers._from_lower(headers)
+
     def _body_length(self, h: Headers) -> Optional[int]:
         """Content-Length as an int; None for a chunked body."""
         te = h.get("transfer-encoding")
@@ -421,6 +476,8 @@ class WebhookServer:
             return None
         if cl is None:
             return 0
+        if cl.isdigit() and cl.isascii() and len(cl) <= 18:
+            return int(cl)  # the usual case; the checks below say what is wrong otherwise
         values = {v.strip() for v in cl.split(",")}
         if len(values) != 1:
             raise _Reject(_error(400, "conflicting Content-Length values"))

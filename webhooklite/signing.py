@@ -152,6 +152,10 @@ def _hmac(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, hashlib.sha256).digest()
 
 
+def _b64(digest: bytes) -> bytes:
+    return binascii.b2a_base64(digest, newline=False)  # = base64.b64encode, minus a Python layer
+
+
 class Signer:
     """Signs and verifies for one scheme with one secret (or a rotation list).
 
@@ -195,7 +199,7 @@ class Signer:
         if self.scheme == "standard":
             signed = f"{msg_id}.{ts}.".encode("utf-8") + body
             sigs = " ".join(
-                "v1," + base64.b64encode(_hmac(k, signed)).decode("ascii") for k in self._keys
+                "v1," + _b64(_hmac(k, signed)).decode("ascii") for k in self._keys
             )
             return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sigs}
         if self.scheme == "github":
@@ -284,7 +288,7 @@ class Signer:
         def match(body: bytes, candidate: bytes) -> bool:
             signed = head + body
             return any(
-                hmac.compare_digest(base64.b64encode(_hmac(k, signed)), candidate) for k in keys
+                hmac.compare_digest(_b64(_hmac(k, signed)), candidate) for k in keys
             )
 
         return ts_text, candidates, match
