@@ -4,18 +4,15 @@ The envelope a Sender puts on the wire for ``send("payment.completed", data)``::
 
     {"event":"payment.completed", <the caller's fields>, "time":"2026-04-14T08:30:00Z"}
 """
-import dataclasses
 import datetime
-import decimal
 import enum
 import fnmatch
 import json
 import os
 import re
+import sys
 import time
-import uuid
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
-from urllib.parse import parse_qs
 
 from .errors import PayloadError
 from .headers import Headers
@@ -23,6 +20,19 @@ from .headers import Headers
 __all__ = ["Event", "encode_json", "encode_event", "decode_body", "event_type", "event_id", "Router"]
 
 # -- encoding ----------------------------------------------------------------
+# decimal, uuid and dataclasses are not imported here (`import webhooklite` stays light): a
+# value can only be a Decimal or a UUID once its module is loaded, and a dataclass instance
+# is what dataclasses.is_dataclass() looks for, a class with __dataclass_fields__.
+
+
+def _is_dataclass_instance(o: Any) -> bool:
+    return hasattr(type(o), "__dataclass_fields__") and not isinstance(o, type)
+
+
+def _asdict(o: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(o)
 
 
 def _iso(value: Any) -> str:
@@ -41,23 +51,29 @@ class _Encoder(json.JSONEncoder):
     def default(self, o: Any) -> Any:
         if isinstance(o, (datetime.datetime, datetime.date, datetime.time)):
             return _iso(o)
-        if isinstance(o, decimal.Decimal):
+        decimal = sys.modules.get("decimal")
+        if decimal is not None and isinstance(o, decimal.Decimal):
             if not o.is_finite():
                 raise ValueError(f"{o} is not a JSON number")
             # json cannot emit raw number text from default(); mark it, unquote after.
             self.saw_decimal = True
             return f"{self.marker}{o}{self.marker}"
-        if isinstance(o, uuid.UUID):
+        uuid = sys.modules.get("uuid")
+        if uuid is not None and isinstance(o, uuid.UUID):
             return str(o)
         if isinstance(o, enum.Enum):
             return o.value
-        if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            return dataclasses.asdict(o)
+        if _is_dataclass_instance(o):
+            return _asdict(o)
         if isinstance(o, (set, frozenset, tuple)):
             return list(o)
         if isinstance(o, (bytes, bytearray)):
             raise TypeError("bytes are not JSON; decode them or base64 them first")
         return super().default(o)
+
+
+#: Plain JSON types (the usual payload) need no default(): one shared encoder for them.
+_PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_json(value: Any) -> bytes:
@@ -67,6 +83,10 @@ def encode_json(value: Any) -> bytes:
     value) and dataclasses are encoded; anything else json cannot encode is a
     TypeError.
     """
+    try:
+        return _PLAIN.encode(value).encode("utf-8")
+    except TypeError:
+        pass  # a datetime, Decimal, UUID, dataclass...: the full encoder says what it can do
     marker = "\x00dec" + os.urandom(6).hex() + "\x00"
     enc = _Encoder(marker)
     text = enc.encode(value)
@@ -90,12 +110,12 @@ def encode_event(event: str, data: Any = None, *, now: Optional[Callable[[], str
     """
     if not isinstance(event, str) or not event:
         raise ValueError("the event type is a non-empty string, e.g. 'payment.completed'")
-    if any(c in event for c in "\r\n\x00"):
+    if "\r" in event or "\n" in event or "\x00" in event:
         raise ValueError("the event type may not contain CR, LF or NUL")
     if data is None:
         fields: Mapping[str, Any] = {}
-    elif dataclasses.is_dataclass(data) and not isinstance(data, type):
-        fields = dataclasses.asdict(data)
+    elif _is_dataclass_instance(data):
+        fields = _asdict(data)
     elif isinstance(data, Mapping):
         fields = data
     else:
@@ -125,6 +145,8 @@ def decode_body(body: bytes, content_type: Optional[str] = None) -> Any:
     """
     if content_type and content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
         try:
+            from urllib.parse import parse_qs
+
             form = parse_qs(body.decode("utf-8"), strict_parsing=False)
         except UnicodeDecodeError:
             raise PayloadError("the form body is not valid UTF-8") from None

@@ -7,10 +7,9 @@ only move bytes. Checks run in this order: path (404), method (405), size
 (2xx, or 409 while in flight), handlers (500 if one raised).
 """
 import datetime
-import logging
-from http import HTTPStatus  # the enum only: http.client and http.server are not imported
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from . import _lazylog
 from .errors import PayloadError, SignatureError
 from .events import Event, Router, decode_body, encode_json, event_id, event_type
 from .headers import Headers
@@ -19,7 +18,7 @@ from .store import MemoryStore
 
 __all__ = ["Receiver", "Response"]
 
-log = logging.getLogger("webhooklite")
+log = _lazylog.getLogger("webhooklite")  # logging is imported when first used
 
 _REASONS = {
     200: "OK",
@@ -60,6 +59,8 @@ class Response:
         reason = _REASONS.get(self.status)
         if reason is None:
             try:
+                from http import HTTPStatus  # the enum only; imported for a rare status
+
                 reason = HTTPStatus(self.status).phrase
             except ValueError:
                 reason = ""
