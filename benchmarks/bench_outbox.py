@@ -138,6 +138,9 @@ def main():
     ]
     for label, key, note in rows:
         print(f"| {label} | {med[key]:,.0f} | {min(results[key]):,.0f} - {max(results[key]):,.0f} | {note} |")
+    pairs = [o / d for o, d in zip(results["outbox"], results["direct"])]
+    print(f"\noutbox / direct within each repetition: {', '.join(f'{r:.2f}' for r in pairs)} "
+          f"(median {statistics.median(pairs):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -604,7 +604,7 @@ def test_stop_finishes_attempts_in_flight_and_hands_back_the_rest(raw, tmp_path)
         outbox.close()
 
 
-def test_a_worker_renews_its_claims_so_another_never_takes_over_a_live_one(raw, tmp_path):
+def test_a_worker_renews_its_claims_so_another_never_takes_over_a_live_one(raw, tmp_path, caplog):
     def decide(path, headers, body):
         time.sleep(0.25)  # each attempt is slow; together they outlast the lease many times
         return 200, b""
@@ -621,6 +621,7 @@ def test_a_worker_renews_its_claims_so_another_never_takes_over_a_live_one(raw, 
         b.start()  # a second worker on the same file, alive all along
         assert a.drain(timeout=10)
         assert sorted(server.ids()) == sorted(ids)  # each sent once: a's leases never ran out
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text  # nor said they did
     finally:
         a.close()
         b.close()
@@ -685,3 +686,13 @@ def test_purge_forgets_delivered_deliveries_but_keeps_the_rest(raw, tmp_path):
         assert len(outbox.dead()) == 3 and all(len(outbox.attempts(d.id)) == 1 for d in outbox.dead())
     assert db_rows(path, "SELECT count(*) FROM attempts") == [(3,)]
     assert db_rows(path, "SELECT count(*) FROM messages") == [(3,)]  # still needed by the dead ones
+
+
+def test_renewing_while_recording_is_quiet_and_loses_nothing(raw, tmp_path, caplog):
+    server = raw(lambda p, h, b: (200, b""))
+    with webhooklite.Outbox(tmp_path / "o.db", lease=0.3, timeout=0.2) as outbox:  # renewals every 0.1 s
+        outbox.add_endpoint(server.base + "/")
+        ids = outbox.send_many([("ping", {"n": i}) for i in range(1500)])
+        assert outbox.drain(timeout=15)
+    assert sorted(server.ids()) == sorted(ids)
+    assert "taken over" not in caplog.text

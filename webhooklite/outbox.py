@@ -987,7 +987,7 @@ class Outbox:
                     [now, self._token] + dropped,
                 )
             if renew:
-                lost = self._renew(c)
+                lost = self._renew(c, {job.delivery_id for job, _, _ in results})
             now = time.time()
             for eid, free in want.items():
                 if eid in gone:
@@ -1127,24 +1127,37 @@ class Outbox:
         )
         self._next_due = min(self._next_due, due)
 
-    def _renew(self, c: Any) -> Set[int]:
-        """Extend the lease on every claim this worker holds; return the ids it lost meanwhile."""
+    def _renew(self, c: Any, recorded: Set[int]) -> Set[int]:
+        """Extend the lease on every claim this worker holds; return the ids it lost meanwhile.
+
+        ``recorded``: the outcomes written in this same transaction (no longer claims).
+        """
         with self._lock:
-            held = set(self._held)
+            held = set(self._held) - recorded
         if not held:
             return set()
         ids = sorted(held)
-        ours: Set[int] = set()
+        lost: Set[int] = set()
+        taken = 0
         until = time.time() + self.lease
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            where = f"worker = ? AND state = 'pending' AND id IN ({','.join('?' * len(chunk))})"
-            ours.update(r[0] for r in c.execute(f"SELECT id FROM deliveries WHERE {where}", [self._token] + chunk))
-            c.execute(f"UPDATE deliveries SET next_at = ? WHERE {where}", [until, self._token] + chunk)
-        lost = held - ours
-        if lost:
+            marks = ",".join("?" * len(chunk))
+            rows = dict(
+                (r[0], r[1:]) for r in c.execute(f"SELECT id, worker, state FROM deliveries WHERE id IN ({marks})", chunk)
+            )
+            for i_ in chunk:
+                worker, state = rows.get(i_, (None, None))
+                if worker != self._token or state != PENDING:
+                    lost.add(i_)  # taken over, or settled elsewhere (delivered, dead, removed): not ours to send
+                    taken += worker is not None and worker != self._token
+            c.execute(
+                f"UPDATE deliveries SET next_at = ? WHERE worker = ? AND state = 'pending' AND id IN ({marks})",
+                [until, self._token] + chunk,
+            )
+        if taken:
             log.warning("outbox: %d claim(s) were taken over by another worker (lease of %g s ran out)",
-                        len(lost), self.lease)
+                        taken, self.lease)
         return lost
 
     def _sender(self, row: Tuple[Any, ...]) -> Sender:
