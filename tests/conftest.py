@@ -168,7 +168,7 @@ class ScriptedServer:
                 head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 if close:
                     head += "Connection: close\r\n"
-                conn.sendall(head.encode() + b"\r\n" + payload)
+                conn.sendall(head.encode("latin-1") + b"\r\n" + payload)
                 if close:
                     return
         except (OSError, ValueError):

@@ -172,3 +172,47 @@ def test_async_handlers_are_refused_where_they_are_registered():
 @pytest.mark.parametrize("status,reason", [(200, "OK"), (413, "Content Too Large"), (429, "Too Many Requests"), (799, "")])
 def test_response_reason_phrases(status, reason):
     assert webhooklite.Response(status).reason == reason
+
+
+def test_replay_with_an_added_id_header_is_still_a_duplicate():
+    # svix-* headers are what is signed; an unsigned webhook-id added by a replayer must not count.
+    runs = []
+    receiver = webhooklite.Receiver(SECRET)
+    receiver.on("payment.completed", lambda e: runs.append(e.id))
+    headers, body = signed(msg_id="msg_svix")
+    svix = {k.replace("webhook-", "svix-"): v for k, v in headers.items()}
+    assert receiver.handle("POST", "/", svix, body).status == 200
+    replay = receiver.handle("POST", "/", dict(svix, **{"webhook-id": "msg_forged"}), body)
+    assert replay.status == 200 and b"duplicate" in replay.body
+    assert runs == ["msg_svix"]
+
+
+def test_huge_integer_is_400_not_500():
+    receiver = webhooklite.Receiver(SECRET)
+    receiver.on("*", lambda e: None)
+    headers, body = signed(body=b'{"event":"x","n":' + b"9" * 5000 + b"}")
+    response = receiver.handle("POST", "/", headers, body)
+    assert response.status == 400 and b"not valid JSON" in response.body
+
+
+def test_fixed_answers_cannot_be_changed_by_one_caller():
+    receiver = webhooklite.Receiver(None)
+    receiver.on("*", lambda e: None)
+    first = receiver.handle("POST", "/", {}, b'{"event":"x"}')
+    with pytest.raises(AttributeError):
+        first.headers.append(("Set-Cookie", "session=alice"))
+    second = receiver.handle("POST", "/", {}, b'{"event":"y"}')
+    assert ("Set-Cookie", "session=alice") not in second.headers
+
+
+@pytest.mark.parametrize("value", ["²", "1²", " ", "-1"])
+def test_odd_digits_in_unsigned_timestamp_and_wsgi_length(value):
+    import io
+
+    receiver = webhooklite.Receiver(None)
+    receiver.on("*", lambda e: None)
+    assert receiver.handle("POST", "/", {"webhook-timestamp": value}, b'{"event":"x"}').status == 200
+    answers = []
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": value, "wsgi.input": io.BytesIO(b"{}")}
+    receiver(environ, lambda status, headers: answers.append(status))
+    assert answers[0].startswith("400")

@@ -224,3 +224,28 @@ def test_random_header_garbage_only_ever_raises_signature_error():
                 verify(STD_BODY, headers, STD_SECRET if scheme == "standard" else STRIPE_SECRET, scheme=scheme)
             except SignatureError:
                 pass
+
+
+def test_many_signatures_cost_no_more_hmacs(monkeypatch):
+    # An unsigned caller must not buy one HMAC over a big body per signature it lists.
+    calls = []
+    real = webhooklite.signing._hmac
+    monkeypatch.setattr(webhooklite.signing, "_hmac", lambda k, d: calls.append(1) or real(k, d))
+    body = b"x" * 200_000  # not JSON: no re-serialization probe
+    sigs = " ".join(["v1,AAAA"] * 5000)
+    headers = {"webhook-id": "m", "webhook-timestamp": str(STD_TS), "webhook-signature": sigs}
+    with pytest.raises(SignatureError):
+        verify(body, headers, [STD_SECRET, webhooklite.generate_secret()], now=at(STD_TS))
+    assert len(calls) == 2  # one per key
+
+
+def test_check_returns_the_id_the_signature_covers():
+    headers = {"svix-id": STD_ID, "svix-timestamp": str(STD_TS), "svix-signature": STD_SIG, "webhook-id": "forged"}
+    assert Signer(STD_SECRET, now=at(STD_TS)).check(headers, STD_BODY) == (STD_TS, STD_ID)
+    assert Signer(GH_SECRET, "github").check({"X-Hub-Signature-256": GH_SIG}, GH_BODY) == (None, None)
+
+
+@pytest.mark.parametrize("ts", ["²", "١٢٣", "1614265330 x", "+1614265330"])
+def test_non_ascii_or_signed_digits_are_not_timestamps(ts):
+    with pytest.raises(SignatureError, match="not a Unix time"):
+        verify(STD_BODY, {"webhook-id": "m", "webhook-timestamp": ts, "webhook-signature": STD_SIG}, STD_SECRET)

@@ -80,7 +80,7 @@ from .errors import SignatureError
 from .events import decode_body, encode_event, event_id, event_type
 from .headers import Headers
 from .receiver import Receiver, Response, _error
-from .sender import RESPONSE_CAP, Retry, Sender, _describe
+from .sender import RESPONSE_CAP, Delivery, Retry, Sender, _describe
 from .signing import SCHEMES, Signer, generate_secret, new_message_id
 
 __all__ = ["main", "FORMAT"]
@@ -689,23 +689,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise _UsageError(str(e)) from None
-    msg_id = new_message_id()
+    def on_retry(d: Delivery, wait: float) -> None:
+        _write(
+            f"attempt {d.attempts}: " + style.status(d.status, _status_text(d.status, d.error))
+            + f"; retrying in {wait:.2f} s"
+        )
+
     with sender:
-        # Sender.deliver() with a line printed for each failed attempt that is retried.
-        start = time.monotonic()
-        n = 0
-        while True:
-            n += 1
-            d = sender.attempt(body, msg_id, args.event)
-            if d.ok or not d.retryable or n >= sender.retry.attempts:
-                break
-            wait = sender.retry.delay(n, d.retry_after)
-            _write(
-                f"attempt {n}: " + style.status(d.status, _status_text(d.status, d.error))
-                + f"; retrying in {wait:.2f} s"
-            )
-            time.sleep(wait)
-    elapsed = time.monotonic() - start
+        d = sender.deliver(body, event=args.event, on_retry=on_retry)
+    n, elapsed, msg_id = d.attempts, d.elapsed, d.id
     _print_result(d.status, d.error, n, elapsed, msg_id, d.response_body, style)
     if not d.ok:
         raise _Failure(f"delivery failed after {n} attempt{'s' if n > 1 else ''}: {_status_text(d.status, d.error)}")

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .errors import PayloadError
-from .headers import Headers
+from .headers import Headers, check_header_value
 
 __all__ = ["Event", "encode_json", "encode_event", "decode_body", "event_type", "event_id", "Router"]
 
@@ -110,8 +110,7 @@ def encode_event(event: str, data: Any = None, *, now: Optional[Callable[[], str
     """
     if not isinstance(event, str) or not event:
         raise ValueError("the event type is a non-empty string, e.g. 'payment.completed'")
-    if "\r" in event or "\n" in event or "\x00" in event:
-        raise ValueError("the event type may not contain CR, LF or NUL")
+    check_header_value("the event type", event)  # it goes into X-GitHub-Event too
     if data is None:
         fields: Mapping[str, Any] = {}
     elif _is_dataclass_instance(data):
@@ -163,6 +162,8 @@ def decode_body(body: bytes, content_type: Optional[str] = None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise PayloadError(f"the body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except ValueError as e:  # e.g. an integer over int()'s digit limit (3.11, 3.9.14+)
+        raise PayloadError(f"the body is not valid JSON: {e}") from None
     except RecursionError:
         # json's C scanner counts its recursion: deep nesting ends here, not in a crash.
         raise PayloadError("the JSON is nested too deeply") from None

@@ -1,9 +1,27 @@
 """Case-insensitive, read-only HTTP headers (pure; no I/O)."""
 from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
-__all__ = ["Headers", "HeadersLike"]
+__all__ = ["Headers", "HeadersLike", "parse_uint", "check_header_value"]
 
 HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]], "Headers"]
+
+
+def parse_uint(text: str, max_digits: int = 18) -> Optional[int]:
+    """A header's whole non-negative number, or None.
+
+    Only ASCII digits count: ``str.isdigit()`` alone also accepts "²" and
+    "١٢٣", which ``int()`` then refuses or reads as another number.
+    """
+    text = text.strip()
+    if text and len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def check_header_value(what: str, value: str) -> None:
+    """Refuse CR, LF and NUL in a value bound for a header: no header injection."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError(f"{what} may not contain CR, LF or NUL: {value[:60]!r}")
 
 
 class Headers(Mapping[str, str]):

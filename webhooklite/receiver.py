@@ -12,8 +12,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import _lazylog
 from .errors import PayloadError, SignatureError
 from .events import Event, Router, decode_body, encode_json, event_id, event_type
-from .headers import Headers
-from .signing import DEFAULT_TOLERANCE, Secret, Signer
+from .headers import Headers, parse_uint
+from .signing import DEFAULT_TOLERANCE, SCHEMES, Secret, Signer
 from .store import MemoryStore
 
 __all__ = ["Receiver", "Response"]
@@ -42,17 +42,18 @@ class Response:
 
     __slots__ = ("status", "headers", "body")
 
-    def __init__(self, status: int, headers: Optional[List[Tuple[str, str]]] = None, body: bytes = b"") -> None:
+    def __init__(self, status: int, headers: Optional[Iterable[Tuple[str, str]]] = None, body: bytes = b"") -> None:
         #: The HTTP status code.
         self.status = status
         #: Response headers as ``(name, value)`` pairs (Content-Length is the transport's).
-        self.headers: List[Tuple[str, str]] = headers if headers is not None else []
+        #: A tuple: the receiver's fixed answers are shared by every request.
+        self.headers: Tuple[Tuple[str, str], ...] = tuple(headers) if headers else ()
         #: The response body.
         self.body = body
 
     @classmethod
     def json(cls, status: int, value: Any, headers: Optional[List[Tuple[str, str]]] = None) -> "Response":
-        return cls(status, [("Content-Type", "application/json")] + (headers or []), encode_json(value))
+        return cls(status, [("Content-Type", "application/json")] + list(headers or ()), encode_json(value))
 
     @property
     def reason(self) -> str:
@@ -93,10 +94,7 @@ def _utc(ts: Optional[int]) -> Optional[datetime.datetime]:
 
 
 def _unsigned_timestamp(h: Headers) -> Optional[int]:
-    text = h.get("webhook-timestamp") or h.get("svix-timestamp")
-    if text and text.isdigit():
-        return int(text)
-    return None
+    return parse_uint(h.get("webhook-timestamp") or h.get("svix-timestamp") or "")
 
 
 class Receiver:
@@ -137,8 +135,8 @@ class Receiver:
         self.store = store if store is not None else MemoryStore()
         self._signer: Optional[Signer] = Signer(secret, scheme, now=now) if secret is not None else None
         if secret is None:
-            if scheme not in ("standard", "github", "stripe"):
-                raise ValueError(f"unknown scheme {scheme!r}")
+            if scheme not in SCHEMES:
+                raise ValueError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
             log.warning("Receiver has no secret: it accepts unsigned requests from anyone (development only)")
         self._router = Router()
 
@@ -202,9 +200,10 @@ class Receiver:
 
     def process(self, h: Headers, body: bytes) -> Response:
         """The steps after :meth:`check`: signature, body, duplicate, handlers."""
+        signed_id = None
         if self._signer is not None:
             try:
-                ts = self._signer.verify(h, body, tolerance=self.tolerance)
+                ts, signed_id = self._signer.check(h, body, tolerance=self.tolerance)
             except SignatureError as e:
                 log.warning("webhook refused (401): %s", str(e))  # text: a record must not hold the body
                 return _error(401, e.public)
@@ -219,11 +218,14 @@ class Receiver:
         handlers = self._router.match(etype)
         if not handlers:
             return _IGNORED
-        eid = event_id(h, data)
-        if self.scheme == "stripe" and isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
-            # Stripe signs the body, not the headers: dedupe on the body's id, which a replay
-            # cannot change (an added webhook-id header would otherwise make a replay "new").
-            eid = data["id"]
+        # Dedupe on an id the signature covers, where there is one: otherwise a replay
+        # within the tolerance, with a made-up id header added, would run the handlers again.
+        if signed_id is not None:
+            eid: Optional[str] = signed_id  # standard: the verified webhook-id or svix-id
+        elif self.scheme == "stripe" and isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
+            eid = data["id"]  # Stripe signs the body, not the headers
+        else:
+            eid = event_id(h, data)
         if eid is not None:
             state = self.store.begin(eid)
             if state == "done":
@@ -262,9 +264,9 @@ class Receiver:
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         length: Optional[int] = None
         if length_text:
-            if not length_text.isdigit():
+            length = parse_uint(length_text)
+            if length is None:
                 return self._wsgi_answer(start_response, _error(400, "Content-Length is not a number"))
-            length = int(length_text)
         response = self.check(method, path, length)
         if response is None:
             stream = environ["wsgi.input"]

@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import __version__, _lazylog
 from .errors import DeliveryError
 from .events import encode_event, encode_json
-from .signing import Secret, Signer, new_message_id
+from .headers import check_header_value, parse_uint
+from .signing import SCHEMES, Secret, Signer, new_message_id
 
 __all__ = ["Sender", "Delivery", "Retry", "RETRY_STATUSES", "send"]
 
@@ -46,9 +47,9 @@ def _parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opt
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = parse_uint(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         import email.utils  # only for an HTTP-date Retry-After: `import webhooklite` stays light
 
@@ -262,7 +263,9 @@ def _describe(exc: BaseException, timeout: float) -> Tuple[str, bool]:
         return "connection reset by the server", True
     name = type(exc).__name__
     text = str(exc)
-    return (f"{name}: {text}" if text else name), True
+    # A request http.client cannot even write (a header value outside latin-1) fails
+    # the same way every time: not worth a retry.
+    return (f"{name}: {text}" if text else name), not isinstance(exc, (ValueError, TypeError))
 
 
 def _safe_url(scheme: str, host: str, port: int, default_port: int) -> str:
@@ -323,13 +326,12 @@ class Sender:
         #: The retry policy.
         self.retry = retry if retry is not None else Retry()
         self._signer = Signer(secret, scheme) if secret is not None else None
-        if secret is None and scheme not in ("standard", "github", "stripe"):
-            raise ValueError(f"unknown scheme {scheme!r}")
+        if secret is None and scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         extra = dict(headers or {})
         for name, value in extra.items():
-            if any(c in str(name) + str(value) for c in "\r\n\x00"):
-                raise ValueError(f"header {name!r} contains CR, LF or NUL")
+            check_header_value(f"header {name!r}", f"{name}{value}")
             if not _TOKEN.fullmatch(str(name)):
                 raise ValueError(f"{name!r} is not a valid header name")
         self._base_headers = {
@@ -397,11 +399,23 @@ class Sender:
         body = payload if isinstance(payload, bytes) else encode_json(payload)
         return self.deliver(body, msg_id=id)
 
-    def deliver(self, body: bytes, *, msg_id: Optional[str] = None, event: Optional[str] = None) -> Delivery:
-        """Send an encoded body, retrying per ``self.retry``; return the Delivery."""
+    def deliver(
+        self,
+        body: bytes,
+        *,
+        msg_id: Optional[str] = None,
+        event: Optional[str] = None,
+        on_retry: Optional[Callable[[Delivery, float], None]] = None,
+    ) -> Delivery:
+        """Send an encoded body, retrying per ``self.retry``; return the Delivery.
+
+        ``on_retry(delivery, wait)`` is called after each failed attempt that
+        will be retried, before the wait (the CLI prints them).
+        """
         msg_id = msg_id or new_message_id()
-        if event is not None and ("\r" in event or "\n" in event or "\x00" in event):
-            raise ValueError("the event type may not contain CR, LF or NUL")
+        check_header_value("the message id", msg_id)
+        if event is not None:
+            check_header_value("the event type", event)
         start = time.monotonic()
         n = 0
         while True:
@@ -414,6 +428,8 @@ class Sender:
                     log.warning("delivery %s to %s failed after %d attempt(s): %s", msg_id, self._safe_url, n, d.error)
                 return d
             wait = self.retry.delay(n, d.retry_after)
+            if on_retry is not None:
+                on_retry(d, wait)
             log.info("delivery %s to %s attempt %d failed (%s); retrying in %.2f s", msg_id, self._safe_url, n, d.error, wait)
             time.sleep(wait)
 
@@ -536,19 +552,12 @@ def send(
     data: Any = None,
     *,
     secret: Optional[Secret] = None,
-    scheme: str = "standard",
-    timeout: float = 10.0,
-    retry: Optional[Retry] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    ssl_context: Any = None,
-    block_private: bool = False,
+    **options: Any,
 ) -> Delivery:
     """Send one event and return its Delivery, like ``requests.post`` for webhooks.
 
-    The keywords are :class:`Sender`'s (``block_private=True``: the SSRF guard).
+    ``options`` are :class:`Sender`'s keywords (``scheme``, ``timeout``,
+    ``retry``, ``headers``, ``ssl_context``, ``block_private``...).
     """
-    with Sender(
-        url, secret, scheme=scheme, timeout=timeout, retry=retry, headers=headers,
-        ssl_context=ssl_context, block_private=block_private,
-    ) as sender:
+    with Sender(url, secret, **options) as sender:
         return sender.send(event, data)

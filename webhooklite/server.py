@@ -184,10 +184,15 @@ class WebhookServer:
                                 log.error("accept failed: %s", e)
                                 time.sleep(0.1)
                                 continue
+                            try:
+                                threading.Thread(
+                                    target=self._serve_connection, args=(conn, addr), daemon=True
+                                ).start()
+                            except RuntimeError as e:  # can't start a new thread: drop this one, keep serving
+                                log.error("could not start a thread for a connection: %s", e)
+                                conn.close()
+                                continue
                             accepted = True
-                            threading.Thread(
-                                target=self._serve_connection, args=(conn, addr), daemon=True
-                            ).start()
                 finally:
                     if not accepted:
                         self._slots.release()

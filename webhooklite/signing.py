@@ -24,7 +24,7 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import SignatureError, TimestampError
-from .headers import Headers
+from .headers import Headers, parse_uint
 
 __all__ = [
     "SCHEMES",
@@ -46,6 +46,8 @@ DEFAULT_TOLERANCE = 300
 Secret = Union[str, bytes, Sequence[Union[str, bytes]]]
 
 _MIN_KEY, _MAX_KEY = 24, 64
+#: Signatures looked at in one header (a rotation carries two or three).
+_MAX_SIGNATURES = 10
 #: Re-serialization is only guessed at for bodies up to this size (it is the error path).
 _RESERIALIZE_PROBE_LIMIT = 256 * 1024
 #: ... and at most once per this many seconds per Signer: anyone can send a bad signature, and
@@ -223,18 +225,33 @@ class Signer:
         none). Raises SignatureError, or TimestampError when the signature is
         right but the timestamp is outside ``tolerance`` seconds.
         """
+        return self.check(headers, body, tolerance=tolerance)[0]
+
+    def check(
+        self,
+        headers: Union[Headers, Mapping[str, str]],
+        body: Union[bytes, str],
+        *,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> Tuple[Optional[int], Optional[str]]:
+        """Like :meth:`verify`, and also return the message id the signature covers.
+
+        Returns ``(timestamp, signed_id)``: ``signed_id`` is the standard
+        scheme's ``webhook-id``/``svix-id`` (whichever was verified); the
+        github and stripe schemes sign no id, so it is None for them.
+        """
         h = headers if isinstance(headers, Headers) else Headers(headers)
         body = _as_bytes(body)
         if self.scheme == "standard":
-            ts_text, candidates, match = self._parse_standard(h)
+            ts_text, msg_id, candidates, expected = self._parse_standard(h)
         elif self.scheme == "github":
-            ts_text, candidates, match = self._parse_github(h)
+            ts_text, msg_id, candidates, expected = self._parse_github(h)
         else:
-            ts_text, candidates, match = self._parse_stripe(h)
-        if not any(match(body, c) for c in candidates):
-            raise self._mismatch(body, candidates, match)
+            ts_text, msg_id, candidates, expected = self._parse_stripe(h)
+        if not _matches(expected(body), candidates):
+            raise self._mismatch(body, candidates, expected)
         if ts_text is None:
-            return None
+            return None, msg_id
         ts = int(ts_text)
         skew = ts - self._now()
         if abs(skew) > tolerance:
@@ -247,7 +264,7 @@ class Signer:
                 f"timestamp is {n} seconds in the {way}, outside the {tolerance:g} s tolerance",
                 skew=skew,
             )
-        return ts
+        return ts, msg_id
 
     def _missing(self, name: str, h: Headers) -> SignatureError:
         extra = ""
@@ -268,7 +285,7 @@ class Signer:
             if not h.get(prefix + part):
                 raise self._missing(prefix + part, h)
         msg_id, ts_text, sig = h[prefix + "id"], h[prefix + "timestamp"].strip(), h[prefix + "signature"]
-        if not (ts_text.isdigit() and ts_text.isascii()):
+        if parse_uint(ts_text) is None:
             raise SignatureError(
                 f"{prefix}timestamp is not a Unix time in whole seconds: {ts_text[:40]!r}",
                 f"{prefix}timestamp is not a Unix time in seconds",
@@ -285,13 +302,11 @@ class Signer:
             )
         keys, head = self._keys, f"{msg_id}.{ts_text}.".encode("utf-8", "replace")
 
-        def match(body: bytes, candidate: bytes) -> bool:
+        def expected(body: bytes) -> List[bytes]:
             signed = head + body
-            return any(
-                hmac.compare_digest(_b64(_hmac(k, signed)), candidate) for k in keys
-            )
+            return [_b64(_hmac(k, signed)) for k in keys]
 
-        return ts_text, candidates, match
+        return ts_text, msg_id, candidates, expected
 
     def _parse_github(self, h: Headers):  # type: ignore[no-untyped-def]
         sig = h.get("x-hub-signature-256")
@@ -311,10 +326,10 @@ class Signer:
             )
         keys = self._keys
 
-        def match(body: bytes, candidate: bytes) -> bool:
-            return any(hmac.compare_digest(_hmac(k, body).hex().encode(), candidate) for k in keys)
+        def expected(body: bytes) -> List[bytes]:
+            return [_hmac(k, body).hex().encode() for k in keys]
 
-        return None, [value.lower().encode("utf-8", "replace")], match
+        return None, None, [value.lower().encode("utf-8", "replace")], expected
 
     def _parse_stripe(self, h: Headers):  # type: ignore[no-untyped-def]
         sig = h.get("stripe-signature")
@@ -327,7 +342,7 @@ class Signer:
                 ts_text = value
             elif name == "v1" and value:
                 candidates.append(value.lower().encode("utf-8", "replace"))
-        if ts_text is None or not (ts_text.isdigit() and ts_text.isascii()):
+        if ts_text is None or parse_uint(ts_text) is None:
             raise SignatureError(
                 f"Stripe-Signature has no 't=<unix seconds>': {sig[:80]!r}",
                 "Stripe-Signature has no timestamp",
@@ -339,19 +354,19 @@ class Signer:
             )
         keys, head = self._keys, f"{ts_text}.".encode("ascii")
 
-        def match(body: bytes, candidate: bytes) -> bool:
+        def expected(body: bytes) -> List[bytes]:
             signed = head + body
-            return any(hmac.compare_digest(_hmac(k, signed).hex().encode(), candidate) for k in keys)
+            return [_hmac(k, signed).hex().encode() for k in keys]
 
-        return ts_text, candidates, match
+        return ts_text, None, candidates, expected
 
-    def _mismatch(self, body: bytes, candidates: List[bytes], match: Callable[[bytes, bytes], bool]) -> SignatureError:
+    def _mismatch(self, body: bytes, candidates: List[bytes], expected: Callable[[bytes], List[bytes]]) -> SignatureError:
         public = "signature does not match"
         reencoded = None
         now = time.monotonic()
         if now >= self._next_probe:
             self._next_probe = now + _RESERIALIZE_PROBE_INTERVAL
-            reencoded = _reserialized_match(body, candidates, match)
+            reencoded = _reserialized_match(body, candidates, expected)
         if reencoded:
             return SignatureError(
                 "signature does not match this body, but it matches the same JSON encoded "
@@ -369,8 +384,18 @@ class Signer:
         )
 
 
+def _matches(expected: List[bytes], candidates: List[bytes]) -> bool:
+    """Whether any received signature is one we expect (constant-time compares).
+
+    The HMACs are computed once per key, not once per candidate, and only the
+    first few candidates count: a header with thousands of signatures must not
+    buy an unauthenticated caller thousands of HMACs over a large body.
+    """
+    return any(hmac.compare_digest(e, c) for c in candidates[:_MAX_SIGNATURES] for e in expected)
+
+
 def _reserialized_match(
-    body: bytes, candidates: List[bytes], match: Callable[[bytes, bytes], bool]
+    body: bytes, candidates: List[bytes], expected: Callable[[bytes], List[bytes]]
 ) -> Optional[str]:
     """Name the JSON encoding the signature matches, if the body is JSON re-encoded."""
     if len(body) > _RESERIALIZE_PROBE_LIMIT:
@@ -393,7 +418,7 @@ def _reserialized_match(
             other = json.dumps(value, **kwargs).encode("utf-8")  # type: ignore[arg-type]
         except (ValueError, RecursionError):
             return None
-        if other != body and any(match(other, c) for c in candidates):
+        if other != body and _matches(expected(other), candidates):
             return name
     return None
 
