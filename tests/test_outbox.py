@@ -606,16 +606,16 @@ def test_stop_finishes_attempts_in_flight_and_hands_back_the_rest(raw, tmp_path)
 
 def test_a_worker_renews_its_claims_so_another_never_takes_over_a_live_one(raw, tmp_path, caplog):
     def decide(path, headers, body):
-        time.sleep(0.25)  # each attempt is slow; together they outlast the lease many times
+        time.sleep(0.2)  # each attempt is slow; together they outlast the lease
         return 200, b""
 
     server = raw(decide)
     path = tmp_path / "o.db"
-    options = dict(lease=1.2, timeout=0.5, workers=1, poll=0.05)
+    options = dict(lease=2.0, timeout=0.5, workers=1, poll=0.05)
     a, b = webhooklite.Outbox(path, **options), webhooklite.Outbox(path, **options)
     try:
         a.add_endpoint(server.base + "/")
-        ids = a.send_many([("ping", {"n": i}) for i in range(8)])  # 2 s of sending: well over the lease
+        ids = a.send_many([("ping", {"n": i}) for i in range(15)])  # 3 s of sending: over the lease
         a.start()
         assert wait_until(lambda: len(server.requests) >= 1, 5)  # a holds every claim now
         b.start()  # a second worker on the same file, alive all along
@@ -696,3 +696,29 @@ def test_renewing_while_recording_is_quiet_and_loses_nothing(raw, tmp_path, capl
         assert outbox.drain(timeout=15)
     assert sorted(server.ids()) == sorted(ids)
     assert "taken over" not in caplog.text
+
+
+FORKING_APP = """
+import os, sys, webhooklite
+outbox = webhooklite.Outbox(sys.argv[1])   # created at import, as with gunicorn --preload
+outbox.add_endpoint(sys.argv[2])
+outbox.send("from.parent")
+pid = os.fork()                            # the master forks a worker
+if pid == 0:
+    ok = outbox.send("from.child") and outbox.drain(timeout=10)
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print(os.WEXITSTATUS(status), outbox.drain(timeout=10), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_an_outbox_created_before_fork_works_in_parent_and_child(raw, tmp_path):
+    server = raw(lambda p, h, b: (200, b""))
+    path = str(tmp_path / "o.db")
+    app = python(FORKING_APP, path, server.base + "/")
+    out, err = app.communicate(timeout=30)
+    assert (app.returncode, out.split()) == (0, ["0", "True"]), err
+    assert db_rows(path, "SELECT m.event, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY d.id") == [
+        ("from.parent", "delivered"), ("from.child", "delivered")]
+    assert len(server.ids()) == 2

@@ -138,3 +138,27 @@ def test_two_receiver_processes_sharing_the_file_handle_each_message_once(tmp_pa
     handled = Path(log).read_text().split()
     assert sorted(handled) == sorted(ids)  # every id handled, each exactly once across both processes
     assert all(p.returncode == 0 for p in procs)
+
+
+FORKING_STORE = """
+import os, sys, webhooklite
+store = webhooklite.SQLiteStore(sys.argv[1])   # opened in the master (gunicorn --preload)
+store.commit("msg_parent")
+inherited = store._conn
+pid = os.fork()
+if pid == 0:
+    ok = store.begin("msg_parent") == "done" and store.begin("msg_child") == "new"
+    store.commit("msg_child")
+    os._exit(0 if ok and store._conn is not inherited else 1)
+_, status = os.waitpid(pid, 0)
+print(os.WEXITSTATUS(status), store._conn is inherited, store.begin("msg_child"), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_store_opened_before_fork_gets_its_own_connection_in_the_child(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", FORKING_STORE, str(tmp_path / "seen.db")], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True", "done"]  # the child used its own; the parent kept its

@@ -44,7 +44,7 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequenc
 from .events import encode_event
 from .sender import Delivery, Retry, Sender
 from .signing import Secret, new_message_id
-from .store import _open_sqlite
+from .store import _ABANDONED, _after_fork_in_child, _open_sqlite
 
 __all__ = ["Outbox", "Endpoint", "DeliveryRecord", "Attempt", "DEFAULT_SCHEDULE"]
 
@@ -337,11 +337,15 @@ class Outbox:
         if not os.path.exists(path):
             # Endpoint secrets are stored in the file: only its owner may read it.
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        self._api = _connect(path, "FULL")  # FULL: a send is on disk, not just in the OS cache
+        self._api_conn: Any = _connect(path, "FULL")  # FULL: a send is on disk, not just in the OS cache
+        self._closed = False
+        self._init_state()
+        self._ensure_schema()
+        _after_fork_in_child(self, Outbox._forked)
+
+    def _init_state(self) -> None:
         self._api_lock = threading.RLock()
         self._batch_depth = 0
-        self._ensure_schema()
-
         # Worker state, guarded by _lock.
         self._lock = threading.Lock()
         self._work_cv = threading.Condition(self._lock)  # workers wait for jobs
@@ -352,7 +356,7 @@ class Outbox:
         self._held: Dict[int, _Job] = {}
         self._gone: Set[int] = set()  # endpoints that just answered 410, until that is recorded
         self._more: Set[int] = set()  # endpoints whose last claim was full: more is probably due
-        self._low = max(1, per_endpoint * _PREFETCH // 2)  # claim more when fewer are queued
+        self._low = max(1, self.per_endpoint * _PREFETCH // 2)  # claim more when fewer are queued
         self._next_due = float("inf")
         self._first_result = 0.0
         self._results: List[Tuple[_Job, Delivery, float]] = []
@@ -364,7 +368,20 @@ class Outbox:
         self._threads: List[threading.Thread] = []
         self._token = ""
         self._senders: Dict[int, Tuple[int, Sender]] = {}
-        self._closed = False
+
+    def _forked(self) -> None:
+        """In a child process after fork() (gunicorn --preload...): no workers, and its own connection."""
+        _ABANDONED.append(self._api_conn)  # the parent's: never used (nor closed) here
+        self._api_conn = None  # opened on first use
+        self._init_state()
+
+    @property
+    def _api(self) -> Any:
+        if self._api_conn is None:
+            if self._closed:
+                raise RuntimeError("this Outbox is closed")
+            self._api_conn = _connect(self.path, "FULL")
+        return self._api_conn
 
     def __repr__(self) -> str:
         return f"Outbox({self.path!r}, workers={self.workers}, running={self._running})"
@@ -744,7 +761,7 @@ class Outbox:
             self._disp_cv.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._threads:
-            if t is threading.current_thread():
+            if t is threading.current_thread() or t.ident is None:  # not started (interrupted start())
                 continue
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._threads if t is not threading.current_thread()):
@@ -799,8 +816,8 @@ class Outbox:
                 raise KeyboardInterrupt
 
             previous = signal.signal(signal.SIGTERM, on_term)
-        self.start()
         try:
+            self.start()  # inside the try: a SIGTERM may come while the threads start
             while not self._stopped.wait(1.0):
                 pass
         except KeyboardInterrupt:
@@ -816,7 +833,8 @@ class Outbox:
         with self._api_lock:
             if not self._closed:
                 self._closed = True
-                self._api.close()
+                if self._api_conn is not None:
+                    self._api_conn.close()
 
     # -- the worker threads --------------------------------------------------------
 

@@ -15,7 +15,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Set, Union
+import weakref
+from typing import Any, Callable, List, Set, Union
 
 __all__ = ["MemoryStore", "SQLiteStore"]
 
@@ -54,6 +55,25 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._done)
+
+
+#: Connections inherited across fork(): sqlite3 forbids using them in the child, and closing one
+#: there could disturb the parent's; they are kept here, untouched, for the life of the process.
+_ABANDONED: List[Any] = []
+
+
+def _after_fork_in_child(obj: Any, method: Callable[[Any], None]) -> None:
+    """Call ``method(obj)`` in the child after each fork(), for as long as ``obj`` lives."""
+    if not hasattr(os, "register_at_fork"):  # Windows: no fork
+        return
+    ref = weakref.ref(obj)
+
+    def reinit() -> None:
+        target = ref()
+        if target is not None:
+            method(target)
+
+    os.register_at_fork(after_in_child=reinit)
 
 
 def _open_sqlite(path: str, synchronous: str = "NORMAL", busy_timeout: float = 10.0) -> Any:
@@ -114,23 +134,38 @@ class SQLiteStore:
         # coordinate through sqlite's file locks, waiting up to 10 s for one another.
         # WAL + synchronous=NORMAL: a commit survives a crash of the process (not of the machine).
         self._conn: Any = _open_sqlite(self.path, "NORMAL")
-        self._conn.execute(
+        self._setup()
+        _after_fork_in_child(self, SQLiteStore._forked)
+
+    def _forked(self) -> None:
+        # gunicorn --preload opens the store in the master, then forks the workers: each needs its own.
+        _ABANDONED.append(self._conn)
+        self._lock = threading.Lock()
+        self._conn = None
+
+    def _c(self) -> Any:
+        if self._conn is None:  # first use in a forked child
+            self._conn = _open_sqlite(self.path, "NORMAL")
+        return self._conn
+
+    def _setup(self) -> None:
+        self._c().execute(
             "CREATE TABLE IF NOT EXISTS handled (id TEXT PRIMARY KEY, done INTEGER NOT NULL, at REAL NOT NULL)"
         )
-        self._conn.execute("CREATE INDEX IF NOT EXISTS handled_at ON handled (at)")
+        self._c().execute("CREATE INDEX IF NOT EXISTS handled_at ON handled (at)")
 
     def begin(self, id: str) -> str:
         now = time.time()
         with self._lock:
             # One atomic statement claims the id when it is new or its busy mark is abandoned.
-            claimed = self._conn.execute(
+            claimed = self._c().execute(
                 "INSERT INTO handled (id, done, at) VALUES (?, 0, ?) "
                 "ON CONFLICT (id) DO UPDATE SET at = excluded.at WHERE done = 0 AND at < ?",
                 (id, now, now - self.busy_for),
             ).rowcount
             if claimed:
                 return "new"
-            row = self._conn.execute("SELECT done FROM handled WHERE id = ?", (id,)).fetchone()
+            row = self._c().execute("SELECT done FROM handled WHERE id = ?", (id,)).fetchone()
         if row is None:  # aborted between the two statements: let the sender come back
             return "busy"
         return "done" if row[0] else "busy"
@@ -138,23 +173,25 @@ class SQLiteStore:
     def commit(self, id: str) -> None:
         now = time.time()
         with self._lock:
-            self._conn.execute(
+            self._c().execute(
                 "INSERT INTO handled (id, done, at) VALUES (?, 1, ?) ON CONFLICT (id) DO UPDATE SET done = 1, at = excluded.at",
                 (id, now),
             )
             self._commits += 1
             if self._commits % 1000 == 1:
-                self._conn.execute("DELETE FROM handled WHERE done = 1 AND at < ?", (now - self.keep,))
+                self._c().execute("DELETE FROM handled WHERE done = 1 AND at < ?", (now - self.keep,))
 
     def abort(self, id: str) -> None:
         with self._lock:
-            self._conn.execute("DELETE FROM handled WHERE id = ? AND done = 0", (id,))
+            self._c().execute("DELETE FROM handled WHERE id = ? AND done = 0", (id,))
 
     def close(self) -> None:
         """Close the file."""
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM handled WHERE done = 1").fetchone()[0])
+            return int(self._c().execute("SELECT count(*) FROM handled WHERE done = 1").fetchone()[0])
