@@ -23,7 +23,14 @@ How it stays correct (read this before changing the SQL):
   newer worker's work.
 - Delivery is at-least-once: a crash after a request was sent but before its
   outcome was written means it is sent again. It carries the same message id
-  (``webhook-id``) every time, for every endpoint, so receivers dedupe.
+  (``webhook-id``) every time, for every endpoint, so receivers dedupe. A
+  worker frozen for longer than its lease (SIGSTOP, a swapped-out VM) loses
+  its claims the same way: "never twice at once" holds while workers renew.
+
+Threads: ``workers`` threads only send (no sqlite); one dispatcher thread does
+every write of the workers, in batches: outcomes are recorded and claims topped
+up in one transaction, with multi-row statements, when a queue runs low or
+within ``_FLUSH_DELAY``. That keeps delivery within reach of a bare Sender.
 
 The clock is ``time.time()`` (wall clock): workers in several processes
 compare times stored in the file.
