@@ -115,7 +115,7 @@ def encode_event(event: str, data: Any = None, *, now: Optional[Callable[[], str
         fields: Mapping[str, Any] = {}
     elif _is_dataclass_instance(data):
         fields = _asdict(data)
-    elif isinstance(data, Mapping):
+    elif isinstance(data, dict) or isinstance(data, Mapping):  # dict first: typing's check is slow
         fields = data
     else:
         raise TypeError(

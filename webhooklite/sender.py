@@ -488,7 +488,9 @@ class Sender:
                 chunks.append(chunk)
                 size += len(chunk)
             data = b"".join(chunks)
-            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+            # Read only to explain a failure (Location, Retry-After): a 2xx needs none of them.
+            ok = 200 <= resp.status < 300
+            resp_headers = {} if ok else {k.lower(): v for k, v in resp.getheaders()}
             if size > RESPONSE_CAP or not resp.isclosed() or resp.will_close:
                 # Too big to read to the end, or the server will close: not reusable.
                 conn.close()
