@@ -64,8 +64,11 @@ SNIPPET = 1024
 #: Milliseconds a connection waits for another process's write lock before giving up.
 BUSY_TIMEOUT_MS = 10_000
 
-#: Claims a worker holds per endpoint slot (queued or in flight): enough to keep the threads busy.
-_PREFETCH = 16
+#: Claims a process holds per endpoint slot (queued or in flight): about _PREFETCH_SECONDS of work
+#: at the endpoint's recent pace, from _PREFETCH_MIN to _PREFETCH_MAX (_PREFETCH before any is known).
+#: Deep for a fast endpoint, so the threads never wait for the dispatcher; shallow for a slow one, so
+#: other worker processes can share its backlog.
+_PREFETCH, _PREFETCH_MIN, _PREFETCH_MAX, _PREFETCH_SECONDS = 16, 2, 64, 0.1
 #: Outcomes waiting to be recorded that make the dispatcher record them at once...
 _FLUSH_AT = 64
 #: ...and the longest they wait otherwise (seconds).
@@ -363,7 +366,7 @@ class Outbox:
         self._held: Dict[int, _Job] = {}
         self._gone: Set[int] = set()  # endpoints that just answered 410, until that is recorded
         self._more: Set[int] = set()  # endpoints whose last claim was full: more is probably due
-        self._low = max(1, self.per_endpoint * _PREFETCH // 2)  # claim more when fewer are queued
+        self._pace: Dict[int, float] = {}  # endpoint id -> recent seconds per attempt (moving average)
         self._next_due = float("inf")
         self._first_result = 0.0
         self._results: List[Tuple[_Job, Delivery, float]] = []
@@ -877,6 +880,8 @@ class Outbox:
                 d.elapsed = time.time() - started
             with self._lock:
                 self._inflight[job.endpoint_id] -= 1
+                pace = self._pace.get(job.endpoint_id)
+                self._pace[job.endpoint_id] = d.elapsed if pace is None else 0.8 * pace + 0.2 * d.elapsed
                 if d.status == 410:
                     # Gone: send nothing more there, even before the dispatcher has recorded it.
                     self._gone.add(job.endpoint_id)
@@ -887,7 +892,8 @@ class Outbox:
                 if d.status == 410:
                     self._disp_cv.notify()
                 elif self._stopping or len(self._results) >= _FLUSH_AT or (
-                    job.endpoint_id in self._more and len(self._queues.get(job.endpoint_id, ())) < self._low
+                    job.endpoint_id in self._more
+                    and len(self._queues.get(job.endpoint_id, ())) < self._depth(job.endpoint_id) // 2
                 ):
                     # Record now and claim more (see _urgent). Otherwise outcomes are recorded in batches,
                     # within _FLUSH_DELAY: one transaction for many deliveries, and fewer thread switches.
@@ -947,12 +953,21 @@ class Outbox:
         finally:
             self._release(conn)
 
+    def _depth(self, eid: int) -> int:
+        """How many claims to hold for an endpoint (queued and in flight), from its recent pace."""
+        pace = self._pace.get(eid)
+        if pace is None:
+            per_slot = _PREFETCH
+        else:
+            per_slot = max(_PREFETCH_MIN, min(_PREFETCH_MAX, int(_PREFETCH_SECONDS / max(pace, 1e-6))))
+        return self.per_endpoint * per_slot
+
     def _urgent(self) -> bool:
         """Whether the dispatcher should go round now (called with _lock held)."""
         if self._kick or self._stopping or self._gone or len(self._results) >= _FLUSH_AT:
             return True
         for eid in self._more:
-            if len(self._queues.get(eid, ())) < self._low:
+            if len(self._queues.get(eid, ())) < self._depth(eid) // 2:
                 return True  # running low on claims for an endpoint that has more due
         return False
 
@@ -966,7 +981,6 @@ class Outbox:
         dropped: List[int] = []
         if room is not None:
             # A read first: the write lock is taken only when there is something to write.
-            limit = self.per_endpoint * _PREFETCH
             rows = conn.execute(
                 "SELECT id, version, url, secret, scheme, headers, timeout FROM endpoints WHERE enabled = 1"
             ).fetchall()
@@ -980,7 +994,7 @@ class Outbox:
                         dropped.append(job.delivery_id)
             for row in rows:
                 eid = row[0]
-                free = limit - room.get(eid, 0)
+                free = self._depth(eid) - room.get(eid, 0)
                 if free <= 0:
                     continue
                 first = conn.execute(
