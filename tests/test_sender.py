@@ -86,7 +86,7 @@ def test_no_retry_on_other_4xx(scripted, status):
     assert e.value.status == status and e.value.attempts == 1
 
 
-@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 502, 503, 504])
 def test_retry_statuses(scripted, status):
     server = scripted([status, 200])
     d = webhooklite.send(server.url, "x", {}, retry=FAST)

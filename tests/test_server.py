@@ -296,3 +296,34 @@ def test_serve_stops_cleanly_on_signals(sig, tmp_path):
     assert proc.returncode == 0, err
     assert "got ping" in out and "serve returned" in out
     assert "Traceback" not in err
+
+
+def test_a_sender_retries_409_until_the_first_copy_is_done():
+    release = threading.Event()
+    runs = []
+    receiver = webhooklite.Receiver(SECRET)
+
+    @receiver.on("payment.completed")
+    def slow(event):
+        runs.append(event.id)
+        release.wait(5)
+
+    with receiver.start() as server:
+        results = {}
+
+        def send(name):
+            with webhooklite.Sender(server.url, SECRET, retry=webhooklite.Retry(attempts=10, backoff=0.05, max_delay=0.1)) as s:
+                results[name] = s.send("payment.completed", {}, id="msg_twice")
+
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        assert wait_for(lambda: runs == ["msg_twice"])
+        second = threading.Thread(target=send, args=("second",))
+        second.start()
+        time.sleep(0.3)
+        release.set()
+        first.join(5)
+        second.join(5)
+    assert results["first"].ok and results["second"].ok
+    assert results["second"].attempts > 1 and results["second"].response_body == b'{"status":"duplicate"}'
+    assert runs == ["msg_twice"]

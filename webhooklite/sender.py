@@ -25,7 +25,9 @@ __all__ = ["Sender", "Delivery", "Retry", "RETRY_STATUSES", "send"]
 log = _lazylog.getLogger("webhooklite")  # logging is imported when first used
 
 #: Statuses worth another try; every other 4xx is final.
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: 409 too: a webhooklite receiver answers 409 while the same message id is being
+#: handled by another worker, and asks for a retry (DESIGN.md's list omits it).
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: How much of a response body a Delivery keeps (and reads at most).
 RESPONSE_CAP = 64 * 1024
 #: Idle connections a Sender keeps open for reuse.
