@@ -18,7 +18,6 @@ __version__ = "0.1.0"
 
 from .errors import (
     DeliveryError,
-    HandlerError,
     PayloadError,
     SignatureError,
     TimestampError,
@@ -35,7 +34,6 @@ __all__ = [
     "Delivery",
     "DeliveryError",
     "Event",
-    "HandlerError",
     "Headers",
     "MemoryStore",
     "Outbox",

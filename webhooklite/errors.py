@@ -3,10 +3,9 @@
     WebhookError
       SignatureError (401) > TimestampError
       PayloadError (400)
-      HandlerError (500, .errors)
       DeliveryError (.status, .attempts, .delivery)
 """
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sender import Delivery
@@ -16,7 +15,6 @@ __all__ = [
     "SignatureError",
     "TimestampError",
     "PayloadError",
-    "HandlerError",
     "DeliveryError",
 ]
 
@@ -57,17 +55,6 @@ class PayloadError(WebhookError):
     """The body is not what a webhook body must be (malformed JSON, bad encoding)."""
 
     status = 400
-
-
-class HandlerError(WebhookError):
-    """One or more handlers raised; the receiver answers 500 so the sender retries."""
-
-    status = 500
-
-    def __init__(self, message: str, errors: List[BaseException]) -> None:
-        super().__init__(message)
-        #: The exceptions the handlers raised, in the order the handlers ran.
-        self.errors: List[BaseException] = errors
 
 
 class DeliveryError(WebhookError):

@@ -206,14 +206,14 @@ class Receiver:
                 ts, signed_id = self._signer.check(h, body, tolerance=self.tolerance)
             except SignatureError as e:
                 log.warning("webhook refused (401): %s", str(e))  # text: a record must not hold the body
-                return _error(401, e.public)
+                return _error(e.status, e.public)
         else:
             ts = _unsigned_timestamp(h)
         try:
             data = decode_body(body, h.get("content-type"))
         except PayloadError as e:
             log.warning("webhook refused (400): %s", str(e))
-            return _error(400, str(e))
+            return _error(e.status, str(e))
         etype = event_type(h, data)
         handlers = self._router.match(etype)
         if not handlers:
