@@ -350,7 +350,11 @@ class Outbox:
         self._api_conn: Any = _connect(path, "FULL")  # FULL: a send is on disk, not just in the OS cache
         self._closed = False
         self._init_state()
-        self._ensure_schema()
+        try:
+            self._ensure_schema()
+        except BaseException:  # e.g. a file written by a newer webhooklite: do not leak the connection
+            self._api_conn.close()
+            raise
         _after_fork_in_child(self, Outbox._forked)
 
     def _init_state(self) -> None:
