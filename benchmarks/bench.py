@@ -1,0 +1,557 @@
+"""webhooklite against the libraries people install instead, side by side in one run.
+
+    bash benchmarks/run.sh                # setup (idempotent) + everything, ~12 minutes
+    python benchmarks/bench.py --only receiver,import --repeats 5
+
+Prints medians and ratios as a Markdown table and writes it to benchmarks/results/latest.md
+(raw numbers in benchmarks/results/latest.json). Servers run on one core and their clients
+on the other (taskset); every measurement is repeated --repeats times, interleaved (each
+round runs every contender once, in a rotated order), and only ratios of medians taken
+within one run are meaningful on a noisy machine.
+"""
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PYTHON = sys.executable
+SERVER_CORE, CLIENT_CORE = "0", "1"
+SECRET = "whsec_" + base64.b64encode(b"webhooklite-benchmark-secret-32b").decode()
+KEY = base64.b64decode(SECRET[len("whsec_"):])
+# webhooklite is imported from this checkout (BENCH_WEBHOOKLITE_PATH overrides it, to try a change).
+WL_PATH = os.environ.get("BENCH_WEBHOOKLITE_PATH") or REPO
+ENV = dict(os.environ, BENCH_SECRET=SECRET, PYTHONPATH=WL_PATH + os.pathsep + os.environ.get("PYTHONPATH", ""))
+# Byte for byte the body wrk_signed.lua builds from a line's order number.
+BODY_FMT = (
+    '{"event":"payment.completed","order_id":"ORD-%08d","customer":"Jane D.",'
+    '"email":"jane.d@example.com","item":"Blue T-Shirt","sku":"TS-BLU-M","quantity":1,'
+    '"amount":25.0,"currency":"USD","shipping":{"name":"Jane D.","city":"Lisbon",'
+    '"postcode":"1100-148","country":"PT"},"note":"Leave at the door, please.",'
+    '"time":"2026-04-14T08:30:00Z"}'
+)
+
+RECEIVERS = [
+    ("webhooklite", "webhooklite `Receiver.serve()` (verifying, 1 handler)"),
+    ("stdlib-verify", "(a) http.server handler: HMAC + json.loads"),
+    ("stdlib-bare", "(b) http.server handler, no verification"),
+    ("flask", "(c) Flask + standardwebhooks on gunicorn (gthread, 8 threads)"),
+]
+SENDERS = [
+    ("webhooklite", "webhooklite `Sender.send()`"),
+    ("http.client", "raw `http.client.HTTPConnection`, kept open"),
+    ("requests", "`requests.Session`"),
+    ("httpx", "`httpx.Client`"),
+    ("urllib", "`urllib.request.urlopen`"),
+]
+IMPORTS = [
+    ("bare", "pass"),
+    ("webhooklite", "import webhooklite"),
+    ("standardwebhooks", "import standardwebhooks"),
+    ("requests", "import requests"),
+    ("flask", "import flask"),
+]
+
+
+def log(*args) -> None:
+    print(time.strftime("[%H:%M:%S]"), *args, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Until the server answers anything to a GET (every contender answers 4xx/5xx/2xx)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(16).startswith(b"HTTP/1."):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on {port} not ready after {timeout} s")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+# -- receiver ----------------------------------------------------------------
+
+
+def write_pool(path: str, n: int) -> None:
+    """n requests, each with its own webhook-id, signed now (the tolerance is 300 s)."""
+    tag = base64.b32encode(os.urandom(5)).decode().lower()
+    ts = str(int(time.time()))
+    key, b64, fmt = KEY, base64.b64encode, BODY_FMT
+    with open(path, "w") as f:
+        lines = []
+        for i in range(n):
+            msg_id = f"msg_{tag}{i:08d}"
+            mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + (fmt % i).encode(), hashlib.sha256).digest()
+            lines.append(f"{msg_id}\t{ts}\tv1,{b64(mac).decode()}\t{i}\n")
+            if len(lines) >= 10000:
+                f.writelines(lines)
+                lines.clear()
+        f.writelines(lines)
+
+
+def start_receiver(kind: str, port: int, report: str = "", every: float = 0) -> subprocess.Popen:
+    env = dict(ENV, BENCH_REPORT=report, BENCH_REPORT_EVERY=str(every or ""))
+    if kind == "flask":
+        gunicorn = os.path.join(os.path.dirname(PYTHON), "gunicorn")
+        cmd = [gunicorn, "-k", "gthread", "--threads", "8", "-w", "1", "-b", f"127.0.0.1:{port}",
+               "--chdir", HERE, "--log-level", "warning", "flask_app:app"]
+    else:
+        cmd = [PYTHON, os.path.join(HERE, "servers.py"), kind, str(port)]
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + cmd, env=env, stdout=subprocess.DEVNULL)
+    wait_ready(port, proc)
+    return proc
+
+
+def run_wrk(port: int, conns: int, duration: float, pool: str, box: Optional[dict] = None) -> dict:
+    """One wrk run; ``box["proc"]`` is the wrk process (SIGINT ends it early, with its summary)."""
+    cmd = ["taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--timeout", "5s",
+           "-s", os.path.join(HERE, "wrk_signed.lua"), f"http://127.0.0.1:{port}/", "--", pool]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if box is not None:
+        box["proc"] = proc
+    try:
+        out = proc.communicate(timeout=duration + 60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    m = re.search(r"WRKRESULT (.*)", out)
+    if not m:
+        raise RuntimeError("wrk said:\n" + out)
+    r = {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    r["rate"] = (r["ok"] - r["dup"]) / (r["duration_us"] / 1e6)
+    return r
+
+
+def bench_receiver(args, results: dict) -> None:
+    kinds = [k for k, _ in RECEIVERS]
+    conns_list = (1, 32)
+    runs = {f"{k}@{c}": [] for k in kinds for c in conns_list}
+    tmp = tempfile.mkdtemp(prefix="wl-bench-")
+    pool = os.path.join(tmp, "requests.tsv")
+    try:
+        for rnd in range(args.repeats):
+            t0 = time.monotonic()
+            write_pool(pool, args.pool)  # fresh timestamps for every round
+            log(f"receiver round {rnd + 1}/{args.repeats} (pool of {args.pool} signed in {time.monotonic() - t0:.1f} s)")
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for conns in conns_list:
+                for kind in order:
+                    port = free_port()
+                    report = os.path.join(tmp, f"{kind}.report")
+                    proc = start_receiver(kind, port, report)
+                    try:
+                        r = run_wrk(port, conns, args.duration, pool)
+                    finally:
+                        stop(proc, signal.SIGINT if kind == "flask" else signal.SIGTERM)
+                    if os.path.exists(report):
+                        with open(report) as f:
+                            r["handled"] = json.load(f)["handled"]
+                        os.unlink(report)
+                    runs[f"{kind}@{conns}"].append(r)
+                    log(f"  {kind:14s} c={conns:<3d} {r['rate']:8.0f} 2xx/s  other={r['other']} dup={r['dup']} "
+                        f"errors={r['errors']} exhausted={r['exhausted']} handled={r.get('handled')}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["receiver"] = runs
+
+
+# -- sender ------------------------------------------------------------------
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=1024;
+        location = /nginx_status {{ stub_status; }}
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def nginx_accepts(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/nginx_status", timeout=5) as r:
+        text = r.read().decode()
+    return int(text.split("\n")[2].split()[0])  # " accepts handled requests" line
+
+
+def bench_sender(args, results: dict) -> None:
+    kinds = [k for k, _ in SENDERS]
+    scenarios = [("seq", args.seq_count, 1), ("threads", args.thread_count, 8)]
+    runs = {f"{k}@{s}": [] for k in kinds for s, _, _ in scenarios}
+    tmp = tempfile.mkdtemp(prefix="wl-nginx-")
+    port = free_port()
+    with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF.format(tmp=tmp, port=port))
+    nginx = subprocess.Popen(["taskset", "-c", SERVER_CORE, "nginx", "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, nginx)
+        url = f"http://127.0.0.1:{port}/hook"
+        for rnd in range(args.repeats):
+            log(f"sender round {rnd + 1}/{args.repeats}")
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for scen, count, threads in scenarios:
+                for kind in order:
+                    before = nginx_accepts(port)
+                    cmd = ["taskset", "-c", CLIENT_CORE, PYTHON, os.path.join(HERE, "sender_client.py"),
+                           kind, url, str(count), str(threads), str(args.send_limit)]
+                    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=args.send_limit + 60)
+                    after = nginx_accepts(port)
+                    try:
+                        r = json.loads(p.stdout.strip().splitlines()[-1])
+                    except (IndexError, ValueError):
+                        raise RuntimeError(f"{kind} failed:\n{p.stdout}\n{p.stderr}")
+                    r["connections"] = after - before - 1  # minus the status request's own
+                    r["rate"] = r["ok"] / r["elapsed"]
+                    runs[f"{kind}@{scen}"].append(r)
+                    log(f"  {kind:12s} {scen:8s} {r['rate']:8.0f} ok/s  sent={r['sent']} ok={r['ok']} "
+                        f"conns={r['connections']}" + (f"  stderr: {p.stderr.strip()[:200]}" if p.stderr.strip() else ""))
+    finally:
+        stop(nginx, signal.SIGQUIT)
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["sender"] = runs
+
+
+# -- import ------------------------------------------------------------------
+
+
+def bench_import(args, results: dict) -> None:
+    runs = {k: [] for k, _ in IMPORTS}
+    tmp = tempfile.mkdtemp(prefix="wl-hyperfine-")
+    # Every module, stdlib and peers included, is timed from compiled bytecode, as after a pip
+    # install: the warm-up runs write it to a cache outside the repo (PYTHONDONTWRITEBYTECODE
+    # would otherwise leave this checkout, unlike the installed peers, compiling on every run).
+    env = dict(ENV, PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    try:
+        for rnd in range(args.repeats):
+            log(f"import round {rnd + 1}/{args.repeats}")
+            out = os.path.join(tmp, f"r{rnd}.json")
+            order = IMPORTS[rnd % len(IMPORTS):] + IMPORTS[:rnd % len(IMPORTS)]
+            cmd = ["taskset", "-c", CLIENT_CORE, "hyperfine", "-N", "--warmup", "5", "--runs", str(args.import_runs),
+                   "--style", "none", "--export-json", out]
+            for _, code in order:
+                cmd.append(f"{PYTHON} -c '{code}'")
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, timeout=600)
+            with open(out) as f:
+                data = json.load(f)
+            by_code = {r["command"]: r for r in data["results"]}
+            for name, code in IMPORTS:
+                runs[name].append(by_code[f"{PYTHON} -c '{code}'"]["median"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["import"] = runs
+
+
+# -- memory ------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def bench_memory(args, results: dict) -> None:
+    tmp = tempfile.mkdtemp(prefix="wl-mem-")
+    pool = os.path.join(tmp, "requests.tsv")
+    report = os.path.join(tmp, "report.json")
+    try:
+        t0 = time.monotonic()
+        write_pool(pool, args.memory_requests)
+        log(f"memory: {args.memory_requests} requests signed in {time.monotonic() - t0:.1f} s; "
+            f"serving for at most {args.memory_seconds} s")
+        port = free_port()
+        proc = start_receiver("webhooklite", port, report, every=1.0)
+        samples = []
+        box = {}
+
+        def load() -> None:
+            box["wrk"] = run_wrk(port, 32, args.memory_seconds, pool, box)
+
+        t = threading.Thread(target=load)
+        start = time.monotonic()
+        t.start()
+        while t.is_alive():
+            time.sleep(2.0)
+            try:
+                with open(report) as f:
+                    rep = json.load(f)
+            except (OSError, ValueError):
+                rep = {"handled": 0, "store_ids": 0}
+            samples.append({"t": round(time.monotonic() - start, 1), "rss_kib": rss_kib(proc.pid), **rep})
+            if rep.get("handled", 0) >= args.memory_requests - 64 and "proc" in box:
+                box["proc"].send_signal(signal.SIGINT)  # the pool is used up: end wrk now, not at its -d
+        t.join()
+        samples.append({"t": round(time.monotonic() - start, 1), "rss_kib": rss_kib(proc.pid), **rep})
+        stop(proc)
+        with open(report) as f:
+            final = json.load(f)
+        results["memory"] = {"samples": samples, "wrk": box.get("wrk"), "final": final,
+                             "requests": args.memory_requests, "seconds": args.memory_seconds}
+        log(f"memory: handled {final['handled']}, store {final['store_ids']}, "
+            f"RSS {samples[0]['rss_kib'] // 1024} -> {samples[-1]['rss_kib'] // 1024} MiB")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- report ------------------------------------------------------------------
+
+
+def fmt_int(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs "
+            f"(nproc), {cpu}; Python {platform.python_version()}; {platform.system()} {platform.release()}")
+
+
+def versions() -> str:
+    from importlib.metadata import version, PackageNotFoundError
+
+    out = []
+    for pkg in ("requests", "httpx", "flask", "gunicorn", "standardwebhooks"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    for tool, flag in (("wrk", "-v"), ("nginx", "-v"), ("hyperfine", "--version")):
+        try:
+            p = subprocess.run([tool, flag], capture_output=True, text=True, timeout=10)
+            text = (p.stdout + p.stderr).strip().splitlines()[0]
+            out.append(text.split(" [")[0].replace("nginx version: ", ""))
+        except (OSError, IndexError):
+            pass
+    return ", ".join(out)
+
+
+def report(args, results: dict) -> str:
+    lines = [f"Machine: {machine()}.", f"Peers: {versions()}.", ""]
+    targets = []
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    if "receiver" in results:
+        runs = results["receiver"]
+        med = {k: median([r["rate"] for r in v]) for k, v in runs.items()}
+        bad = {k: sum(r["other"] + r["dup"] + r["errors"] + r["exhausted"] for r in v) for k, v in runs.items()}
+        lines += [
+            f"**Receiver**: signed {len(BODY_FMT % 0)}-byte JSON events, each with its own webhook-id "
+            f"(none repeats within a run: wrk stops rather than wrap), wrk -t1 for {args.duration:g} s; "
+            f"2xx answers per second, median of {args.repeats}, server on core {SERVER_CORE}, wrk on core {CLIENT_CORE}.",
+            "",
+            "| receiver | 1 connection | webhooklite ÷ this | 32 connections | webhooklite ÷ this | non-2xx/dup/errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for kind, label in RECEIVERS:
+            r1, r32 = med[f"{kind}@1"], med[f"{kind}@32"]
+            q1, q32 = ratio(med["webhooklite@1"], r1), ratio(med["webhooklite@32"], r32)
+            lines.append(f"| {label} | {fmt_int(r1)} | {q1:.2f}x | {fmt_int(r32)} | {q32:.2f}x | "
+                         f"{bad[f'{kind}@1'] + bad[f'{kind}@32']} |")
+        for c in (1, 32):
+            targets.append((f"Receiver ≥ 1.0x hand-written verifying http.server, {c} conn",
+                            ratio(med[f"webhooklite@{c}"], med[f"stdlib-verify@{c}"]), 1.0))
+        for c in (1, 32):
+            targets.append((f"Receiver ≥ 1.0x bare http.server (stretch), {c} conn",
+                            ratio(med[f"webhooklite@{c}"], med[f"stdlib-bare@{c}"]), 1.0))
+        for c in (1, 32):
+            targets.append((f"Receiver ≥ 3x Flask + standardwebhooks on gunicorn, {c} conn",
+                            ratio(med[f"webhooklite@{c}"], med[f"flask@{c}"]), 3.0))
+        lines.append("")
+
+    if "sender" in results:
+        runs = results["sender"]
+        med = {k: median([r["rate"] for r in v]) for k, v in runs.items()}
+        conns = {k: max(r["connections"] for r in v) for k, v in runs.items()}
+        fails = {k: sum(r["sent"] - r["ok"] for r in v) for k, v in runs.items()}
+        lines += [
+            f"**Sender**: the same signed ~{len(BODY_FMT % 0)}-byte event (fresh id, timestamp and signature "
+            f"each) to an nginx `return 200` sink on core {SERVER_CORE}, client on core {CLIENT_CORE}; "
+            f"{args.seq_count:,} sequential sends and {args.thread_count:,} over 8 threads; sends per second, "
+            f"median of {args.repeats}; TCP connections counted by nginx stub_status (most in one run).",
+            "",
+            "| sender | sequential | webhooklite ÷ this | TCP conns | 8 threads | webhooklite ÷ this | TCP conns | failed |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for kind, label in SENDERS:
+            s, t = med[f"{kind}@seq"], med[f"{kind}@threads"]
+            lines.append(
+                f"| {label} | {fmt_int(s)} | {ratio(med['webhooklite@seq'], s):.2f}x | {conns[f'{kind}@seq']:,} | "
+                f"{fmt_int(t)} | {ratio(med['webhooklite@threads'], t):.2f}x | {conns[f'{kind}@threads']:,} | "
+                f"{fails[f'{kind}@seq'] + fails[f'{kind}@threads']} |")
+        for scen, name in (("seq", "sequential"), ("threads", "8 threads")):
+            targets.append((f"Sender ≥ 0.85x raw http.client, {name}",
+                            ratio(med[f"webhooklite@{scen}"], med[f"http.client@{scen}"]), 0.85))
+        for scen, name in (("seq", "sequential"), ("threads", "8 threads")):
+            targets.append((f"Sender ≥ 2.5x requests.Session, {name}",
+                            ratio(med[f"webhooklite@{scen}"], med[f"requests@{scen}"]), 2.5))
+        lines.append("")
+
+    if "import" in results:
+        runs = results["import"]
+        med = {k: median(v) * 1000 for k, v in runs.items()}
+        added = {k: med[k] - med["bare"] for k in med}
+        lines += [
+            f"**Import**: hyperfine, `python -c ...`, median of {args.repeats} rounds of {args.import_runs} runs "
+            f"each (5 warm-up), on core {CLIENT_CORE}.",
+            "",
+            "| command | ms | added over `pass` (ms) | webhooklite's added ÷ this added |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for name, code in IMPORTS:
+            q = "" if name == "bare" else f"{ratio(added['webhooklite'], added[name]):.2f}x"
+            lines.append(f"| `python -c \"{code}\"` | {med[name]:.1f} | {added[name]:.1f} | {q} |")
+        targets.append(("import webhooklite adds ≤ 0.8x what import standardwebhooks adds",
+                        ratio(added["webhooklite"], added["standardwebhooks"]), -0.8))
+        lines.append("")
+
+    if "memory" in results:
+        mem = results["memory"]
+        s = mem["samples"]
+        final = mem["final"]
+        full = next((x for x in s if x.get("store_ids", 0) >= 100_000), None)
+        half = next((x for x in s if x.get("handled", 0) >= final["handled"] / 2), None)
+        w = mem["wrk"] or {}
+        lines += [
+            f"**Memory**: one webhooklite `Receiver.serve()` (default `MemoryStore`, 100,000 ids), wrk 32 connections, "
+            f"{mem['requests']:,} pre-signed unique requests, at most {mem['seconds']} s; RSS from /proc.",
+            "",
+            "| seconds | events handled | ids in the dedupe store | RSS (MiB) |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        step = max(1, len(s) // 10)
+        picked = s[::step] + ([s[-1]] if (len(s) - 1) % step else [])
+        for x in picked:
+            lines.append(f"| {x['t']:g} | {x.get('handled', 0):,} | {x.get('store_ids', 0):,} | {x['rss_kib'] / 1024:.1f} |")
+        if full is not None and half is not None:
+            growth = (s[-1]["rss_kib"] - full["rss_kib"]) / 1024
+            served = s[-1]["handled"] - full["handled"]
+            growth2 = (s[-1]["rss_kib"] - half["rss_kib"]) / 1024
+            served2 = s[-1]["handled"] - half["handled"]
+            per_m = growth2 / served2 * 1e6 if served2 else float("nan")
+            peak = max(x["rss_kib"] for x in s) / 1024
+            lines += ["", f"{final['handled']:,} events handled; RSS peaked at {peak:.1f} MiB. From the store filling up "
+                      f"(at {full['handled']:,} events) to the end, RSS moved {growth:+.1f} MiB; over the second half "
+                      f"of the run ({served2:,} events from {half['handled']:,}) it moved {growth2:+.1f} MiB "
+                      f"({per_m:+.1f} MiB per million). Non-2xx: {w.get('other')}, duplicates: {w.get('dup')}, "
+                      f"socket errors: {w.get('errors')}."]
+            if final["handled"] < 1_000_000:
+                lines.append(f"This run served {final['handled']:,} requests, fewer than 1,000,000: "
+                             f"beyond that is extrapolated from the samples above.")
+            targets.append(("Receiver RSS flat over the second half of the memory run (MiB per million requests, ≤ 5)",
+                            per_m, -5.0))
+        lines.append("")
+
+    if targets:
+        lines += ["**Targets** (ratios of medians in this run)", "", "| target | measured | holds |", "| --- | ---: | :---: |"]
+        for name, value, bound in targets:
+            holds = value <= -bound if bound < 0 else value >= bound
+            unit = "" if "MiB" in name else "x"
+            lines.append(f"| {name} | {value:.2f}{unit} | {'yes' if holds else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="receiver,sender,import,memory")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
+    p.add_argument("--pool", type=int, default=150_000, help="pre-signed requests per receiver round")
+    p.add_argument("--seq-count", type=int, default=5000)
+    p.add_argument("--thread-count", type=int, default=20000)
+    p.add_argument("--send-limit", type=float, default=60.0, help="seconds at most per sender run")
+    p.add_argument("--import-runs", type=int, default=20)
+    p.add_argument("--memory-requests", type=int, default=2_000_000)
+    p.add_argument("--memory-seconds", type=int, default=200)
+    p.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
+    args = p.parse_args()
+    for tool in ("taskset", "wrk", "nginx", "hyperfine"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: run benchmarks/setup.sh")
+    if (os.cpu_count() or 1) < 2:
+        log("warning: one CPU; server and client share it")
+    results: dict = {}
+    only = args.only.split(",")
+    for name, fn in (("receiver", bench_receiver), ("sender", bench_sender),
+                     ("import", bench_import), ("memory", bench_memory)):
+        if name in only:
+            fn(args, results)
+    text = report(args, results)
+    print(text)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(f"# Benchmark run: `{' '.join(['python', 'benchmarks/bench.py'] + sys.argv[1:])}`\n\n" + text)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"args": vars(args), "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The receiver contenders, one per process: ``python servers.py KIND PORT``.
+
+KIND is one of:
+  webhooklite    webhooklite Receiver.serve(): its own server, verification on, one handler
+  stdlib-verify  a hand-written http.server handler (ThreadingHTTPServer, HTTP/1.1 keep-alive,
+                 request_queue_size 128): the same HMAC check + timestamp window + json.loads
+  stdlib-bare    the same handler without verification (json.loads only): the stdlib limit
+The Flask + standardwebhooks contender runs under gunicorn: see flask_app.py.
+
+The secret comes from BENCH_SECRET. On SIGTERM each server stops and, when BENCH_REPORT
+names a file, writes how many events its handler saw (and, for webhooklite, how many
+ids its dedupe store holds) there; with BENCH_REPORT_EVERY=<seconds> it also rewrites
+the file while serving (the memory run samples it).
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+SECRET = os.environ["BENCH_SECRET"]
+KEY = base64.b64decode(SECRET[len("whsec_"):])
+REPORT = os.environ.get("BENCH_REPORT")
+seen = [0]
+
+
+def write_report(extra: dict) -> None:
+    if REPORT:
+        tmp = REPORT + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(dict(handled=seen[0], **extra), f)
+        os.replace(tmp, REPORT)
+
+
+def run_webhooklite(port: int) -> None:
+    import webhooklite
+
+    receiver = webhooklite.Receiver(SECRET)
+
+    @receiver.on("payment.completed")
+    def handled(event) -> None:
+        seen[0] += 1  # one handler, as an application would register
+
+    def extra() -> dict:
+        return {"store_ids": len(receiver.store)}
+
+    every = float(os.environ.get("BENCH_REPORT_EVERY") or 0)
+    if every:
+        def loop() -> None:
+            while True:
+                time.sleep(every)
+                write_report(extra())
+
+        threading.Thread(target=loop, daemon=True).start()
+    receiver.serve("127.0.0.1", port)  # returns on SIGTERM
+    write_report(extra())
+
+
+def run_stdlib(port: int, verify: bool) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+        # What a careful hand-written handler does: without these two, each answer goes out in
+        # two writes and Nagle + delayed ACK stall every keep-alive request by ~40 ms.
+        disable_nagle_algorithm = True  # TCP_NODELAY
+        wbufsize = 65536  # headers and body leave in one write (handle_one_request flushes)
+
+        def answer(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if verify:
+                msg_id = self.headers.get("webhook-id")
+                ts = self.headers.get("webhook-timestamp")
+                sigs = self.headers.get("webhook-signature")
+                if not (msg_id and ts and sigs and ts.isdigit()) or abs(int(ts) - time.time()) > 300:
+                    return self.answer(401, b'{"error":"bad signature"}')
+                expected = base64.b64encode(
+                    hmac.new(KEY, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+                )
+                if not any(
+                    hmac.compare_digest(expected, s.partition(",")[2].encode()) for s in sigs.split()
+                ):
+                    return self.answer(401, b'{"error":"bad signature"}')
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return self.answer(400, b'{"error":"bad json"}')
+            if data.get("event") == "payment.completed":
+                seen[0] += 1
+            self.answer(200, b'{"status":"ok"}')
+
+        def log_message(self, *args) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            pass  # wrk resets its connections at the end of a run
+
+    server = Server(("127.0.0.1", port), Handler)
+
+    def stop(signum, frame) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    server.serve_forever()
+    server.server_close()
+    write_report({})
+
+
+if __name__ == "__main__":
+    kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "webhooklite":
+        run_webhooklite(port)
+    elif kind in ("stdlib-verify", "stdlib-bare"):
+        run_stdlib(port, verify=kind == "stdlib-verify")
+    else:
+        sys.exit(f"unknown kind {kind!r}")
