@@ -782,71 +782,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _port(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {n}")
-    return n
+def _number(cast: Any, low: float, high: float, what: str) -> Any:
+    """An argparse type: ``cast(text)`` within ``low..high`` (inclusive), or a one-line error."""
+
+    def parse(text: str) -> Any:
+        try:
+            x = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not low <= x <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"{what} from {low:g} to {high:g}, not {text}")
+        return x
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"a fraction from 0 to 1 (0.3 is 30%%), not {text}")
-    return x
-
-
-def _seconds(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0.0 <= x < 1e6 or x != x:
-        raise argparse.ArgumentTypeError(f"seconds from 0, not {text}")
-    return x
-
-
-def _positive_seconds(text: str) -> float:
-    x = _seconds(text)
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"more than 0 seconds, not {text}")
-    return x
-
-
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= n <= 100:
-        raise argparse.ArgumentTypeError(f"0 to 100, not {n}")
-    return n
-
-
-def _status(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an HTTP status: {text!r}") from None
-    if not 200 <= n <= 599:
-        raise argparse.ArgumentTypeError(f"an HTTP status from 200 to 599, not {n}")
-    return n
-
-
-def _retry_after(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"whole seconds, not {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"whole seconds from 0, not {n}")
-    return n
+_port = _number(int, 0, 65535, "a port number")
+_fraction = _number(float, 0.0, 1.0, "a fraction")
+_seconds = _number(float, 0.0, 1e6, "a number of seconds")
+_positive_seconds = _number(float, 1e-3, 1e6, "a number of seconds")
+_count = _number(int, 0, 100, "a whole number")
+_status = _number(int, 200, 599, "an HTTP status")
+_retry_after = _number(int, 0, 1e6, "whole seconds")
 
 
 _SECRET_HELP = "the signing secret (whsec_...); repeat it while keys rotate"
