@@ -16,7 +16,7 @@ never blocks the loop. Standard library only.
 import asyncio
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
 
-from .headers import Headers
+from .headers import Headers, parse_uint
 from .receiver import Receiver, Response, _error
 
 __all__ = ["ASGIApp"]
@@ -65,11 +65,9 @@ class ASGIApp:
         length_text = headers.get("content-length")
         response: Optional[Response] = None
         if length_text is not None:
-            text = length_text.strip()
-            if not text.isdigit() or not text.isascii():
+            length = parse_uint(length_text)
+            if length is None:
                 response = _error(400, "Content-Length is not a number")
-            else:
-                length = int(text)
         if response is None:
             response = receiver.check(scope.get("method", "GET"), _full_path(scope), length)
         if response is None:
