@@ -722,3 +722,26 @@ def test_an_outbox_created_before_fork_works_in_parent_and_child(raw, tmp_path):
     assert db_rows(path, "SELECT m.event, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY d.id") == [
         ("from.parent", "delivered"), ("from.child", "delivered")]
     assert len(server.ids()) == 2
+
+
+def test_concurrent_drains_do_not_stop_each_others_workers(tmp_path):
+    import webhooklite as wl
+
+    handled = []
+    receiver = wl.Receiver(None)
+    receiver.on("*", lambda e: (time.sleep(0.02), handled.append(e.id)))
+    with receiver.start() as server, wl.Outbox(str(tmp_path / "o.db"), schedule=(0, 0.05)) as outbox:
+        outbox.add_endpoint(server.url)
+        with outbox.batch():
+            for i in range(40):
+                outbox.send("ping", {"n": i})
+        results = []
+        short = threading.Thread(target=lambda: results.append(("short", outbox.drain(timeout=0.1))))
+        long = threading.Thread(target=lambda: results.append(("long", outbox.drain(timeout=20))))
+        short.start()  # the short drain starts the workers; the long one joins them
+        time.sleep(0.02)
+        long.start()
+        short.join(5)
+        long.join(25)
+        assert ("long", True) in results and len(handled) == 40
+        assert not outbox._running  # the last borrower stopped them

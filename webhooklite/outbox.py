@@ -378,6 +378,7 @@ class Outbox:
         self._kick = False
         self._stopping = False
         self._running = False
+        self._drainers = 0  # drain() calls running on workers that drain() started
         self._stopped = threading.Event()
         self._threads: List[threading.Thread] = []
         self._token = ""
@@ -795,11 +796,13 @@ class Outbox:
         When the workers are not running, they are started for the time of the
         call (so ``Outbox(path).drain()`` delivers everything that is due).
         """
-        started_here = False
         with self._lock:
-            if not self._running:
-                started_here = True
-        if started_here:
+            # Borrow the workers if they are not running, or if another drain() borrowed them:
+            # the last borrower stops them (two concurrent drains must not stop each other's).
+            borrowing = not self._running or self._drainers > 0
+            if borrowing:
+                self._drainers += 1
+        if borrowing:
             self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -815,8 +818,12 @@ class Outbox:
                 with self._lock:
                     self._progress.wait(wait)
         finally:
-            if started_here:
-                self.stop()
+            if borrowing:
+                with self._lock:
+                    self._drainers -= 1
+                    last = self._drainers == 0
+                if last:
+                    self.stop()
 
     def run(self) -> None:
         """Deliver until Ctrl-C or SIGTERM (or :meth:`stop` from another thread), then stop cleanly.
