@@ -68,7 +68,6 @@ import json
 import os
 import random
 import re
-import signal
 import sys
 import threading
 import time
@@ -76,6 +75,7 @@ from typing import Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from . import __version__
+from ._signals import until_stopped
 from .errors import SignatureError
 from .events import decode_body, encode_event, event_id, event_type
 from .headers import Headers
@@ -545,11 +545,6 @@ def cmd_listen(args: argparse.Namespace) -> int:
     style = _Style(_colour_wanted(sys.stdout))
     listener = _Listener(args, signer, style)
 
-    stop = threading.Event()
-
-    def on_term(signum: int, frame: Any) -> None:
-        stop.set()
-
     # The URL is the first line, before any delivery can be printed (they wait for the lock).
     with listener.lock:
         try:
@@ -577,14 +572,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if args.save:
             what.append(f"saving to {args.save}")
         _write(style("listening: " + "; ".join(what) + ". Ctrl-C to stop.", style.DIM) + "\n")
-    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        while not stop.wait(0.25):
-            pass
-    except KeyboardInterrupt:
-        pass
+        with until_stopped():  # Ctrl-C or SIGTERM: exit 0
+            while True:
+                time.sleep(0.25)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.stop()
     _write(style(f"stopped after {listener.count} deliveries", style.DIM))
     return 0

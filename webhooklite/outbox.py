@@ -42,12 +42,12 @@ import json
 import logging
 import os
 import random
-import signal
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
+from ._signals import until_stopped
 from .events import encode_event
 from .sender import Delivery, Retry, Sender
 from .signing import Secret, new_message_id
@@ -830,23 +830,13 @@ class Outbox:
 
         For a worker process of its own: ``Outbox("webhooks.db").run()``.
         """
-        in_main = threading.current_thread() is threading.main_thread()
-        previous: Any = None
-        if in_main:
-            def on_term(signum: int, frame: Any) -> None:
-                raise KeyboardInterrupt
-
-            previous = signal.signal(signal.SIGTERM, on_term)
         try:
-            self.start()  # inside the try: a SIGTERM may come while the threads start
-            while not self._stopped.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            pass
+            with until_stopped():
+                self.start()  # inside: a SIGTERM may come while the threads start
+                while not self._stopped.wait(1.0):
+                    pass
         finally:
             self.stop()
-            if in_main:
-                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     def close(self) -> None:
         """Stop the workers and close the file."""

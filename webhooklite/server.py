@@ -12,12 +12,12 @@ with gunicorn or waitress behind a reverse proxy.
 """
 import logging
 import selectors
-import signal
 import socket
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from ._signals import until_stopped
 from .headers import Headers
 from .receiver import _DUPLICATE, _IGNORED, _OK, Receiver, Response, _error
 
@@ -184,15 +184,18 @@ class WebhookServer:
                                 log.error("accept failed: %s", e)
                                 time.sleep(0.1)
                                 continue
+                            # The connection's thread releases its slot: mark it taken *before* the
+                            # thread starts, so a Ctrl-C landing in between cannot release it twice.
+                            accepted = True
                             try:
                                 threading.Thread(
                                     target=self._serve_connection, args=(conn, addr), daemon=True
                                 ).start()
                             except RuntimeError as e:  # can't start a new thread: drop this one, keep serving
+                                accepted = False
                                 log.error("could not start a thread for a connection: %s", e)
                                 conn.close()
                                 continue
-                            accepted = True
                 finally:
                     if not accepted:
                         self._slots.release()
@@ -545,19 +548,9 @@ def serve(receiver: Receiver, host: str = "127.0.0.1", port: int = 8000, **optio
     """Serve ``receiver`` until Ctrl-C or SIGTERM; then return normally."""
     server = WebhookServer(receiver, host, port, **options)
     log.info("webhooklite listening on %s", server.url)
-    previous = None
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        def on_term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        with until_stopped():
+            server.serve_forever()
     finally:
         server.stop()
-        if in_main:
-            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
         log.info("webhooklite stopped")
