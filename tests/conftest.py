@@ -2,6 +2,9 @@
 import contextlib
 import http.client
 import json
+import socket
+import struct
+import threading
 import time
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
@@ -81,41 +84,45 @@ def body_json(answer: Answer) -> dict:
     return json.loads(answer[2])
 
 
-class ScriptedServer:
-    """A loopback HTTP/1.1 server that answers each request as its script says.
+class LoopbackServer:
+    """A loopback HTTP/1.1 test server; subclasses say how to answer in :meth:`respond`.
 
-    Script entries (used in order; the last one repeats):
-    ``200`` / ``(503, {"Retry-After": "1"})`` / ``(302, {"Location": "/x"})``: answer that;
-    ``"reset"``: close the connection abruptly; ``("sleep", s)``: wait s seconds, then 200;
-    ``"close"``: answer 200 with ``Connection: close``.
-    It records every request (``.requests``: method, path, lower-case headers, body)
-    and counts the TCP connections it accepted (``.connections``).
+    It records every request (``.requests``: method, path, lower-case headers,
+    body) and counts the TCP connections it accepted (``.connections``).
     """
 
-    def __init__(self, script):
-        import socket
-        import threading
-
-        self.script = list(script)
+    def __init__(self):
         self.requests = []
         self.connections = 0
         self._lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        #: The server's origin, e.g. "http://127.0.0.1:40123".
+        self.base = f"http://127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
-    def _next(self):
-        with self._lock:
-            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+    def respond(self, conn, method, path, headers, body):
+        """Answer one request on ``conn``; return whether to keep the connection."""
+        raise NotImplementedError
+
+    def answer(self, conn, status, payload=b'{"ok":true}', headers=None, close=False):
+        head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        if close:
+            head += "Connection: close\r\n"
+        conn.sendall(head.encode("latin-1") + b"\r\n" + payload)
+        return not close
+
+    @staticmethod
+    def reset(conn):
+        """Close abruptly (TCP RST)."""
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return False
 
     def _accept(self):
-        import socket
-        import threading
-
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
@@ -128,14 +135,10 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
-        import socket
-        import struct
-        import time
-
         conn.settimeout(5)
         f = conn.makefile("rb")
         try:
-            while True:
+            while not self._stop.is_set():
                 line = f.readline()
                 if not line:
                     return
@@ -150,26 +153,7 @@ class ScriptedServer:
                 body = f.read(int(headers.get("content-length", 0)))
                 with self._lock:
                     self.requests.append((method, path, headers, body))
-                action = self._next()
-                extra = {}
-                if action == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    return
-                if isinstance(action, tuple) and action[0] == "sleep":
-                    time.sleep(action[1])
-                    action = 200
-                close = action == "close"
-                if close:
-                    action = 200
-                if isinstance(action, tuple):
-                    action, extra = action
-                payload = b'{"ok":true}'
-                head = f"HTTP/1.1 {action} X\r\nContent-Length: {len(payload)}\r\n"
-                head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-                if close:
-                    head += "Connection: close\r\n"
-                conn.sendall(head.encode("latin-1") + b"\r\n" + payload)
-                if close:
+                if not self.respond(conn, method, path, headers, body):
                     return
         except (OSError, ValueError):
             return
@@ -181,6 +165,33 @@ class ScriptedServer:
         self._stop.set()
         self.sock.close()
         self._thread.join(2)
+
+
+class ScriptedServer(LoopbackServer):
+    """Answers each request as its script says (used in order; the last entry repeats).
+
+    ``200`` / ``(503, {"Retry-After": "1"})`` / ``(302, {"Location": "/x"})``: answer that;
+    ``"reset"``: close the connection abruptly; ``("sleep", s)``: wait s seconds, then 200;
+    ``"close"``: answer 200 with ``Connection: close``.
+    """
+
+    def __init__(self, script):
+        self.script = list(script)
+        super().__init__()
+        self.url = self.base + "/hook"
+
+    def respond(self, conn, method, path, headers, body):
+        with self._lock:
+            action = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if action == "reset":
+            return self.reset(conn)
+        if action == "close":
+            return self.answer(conn, 200, close=True)
+        if isinstance(action, tuple) and action[0] == "sleep":
+            time.sleep(action[1])
+            return self.answer(conn, 200)
+        status, extra = action if isinstance(action, tuple) else (action, {})
+        return self.answer(conn, status, headers=extra)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import random
 import signal
 import socket
 import sqlite3
-import struct
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import webhooklite
+from conftest import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = (0, 0.05, 0.1, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2)
@@ -56,78 +56,29 @@ def read_line(proc, timeout=10.0):
     return out[0].strip()
 
 
-class RawServer:
-    """A loopback HTTP/1.1 server; ``decide(path, headers, body)`` says what to do with each request.
+class RawServer(LoopbackServer):
+    """``decide(path, headers, body)`` says what to do with each request.
 
     It returns ``(status, body)`` or ``(status, body, headers)``, ``"reset"``
     (an abrupt close), or ``("hang", seconds)`` (no answer, then close).
-    ``requests`` records (path, headers, body) of every request received.
     """
 
     def __init__(self, decide):
         self.decide = decide
-        self.requests = []
-        self.lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.sock.settimeout(0.05)
-        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stopped = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        conn.settimeout(5)
-        f = conn.makefile("rb")
-        try:
-            while not self.stopped.is_set():
-                line = f.readline()
-                if not line:
-                    return
-                path = line.decode().split(" ")[1]
-                headers = {}
-                while True:
-                    h = f.readline()
-                    if h in (b"\r\n", b""):
-                        break
-                    k, v = h.decode().split(":", 1)
-                    headers[k.strip().lower()] = v.strip()
-                body = f.read(int(headers.get("content-length", 0)))
-                with self.lock:
-                    self.requests.append((path, headers, body))
-                action = self.decide(path, headers, body)
-                if action == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    return
-                if action[0] == "hang":
-                    self.stopped.wait(action[1])  # no answer (close() ends it early)
-                    return
-                status, payload = action[0], action[1]
-                extra = action[2] if len(action) > 2 else {}
-                head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\n"
-                head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-                conn.sendall(head.encode() + b"\r\n" + payload)
-        except (OSError, ValueError):
-            return
-        finally:
-            f.close()
-            conn.close()
+    def respond(self, conn, method, path, headers, body):
+        action = self.decide(path, headers, body)
+        if action == "reset":
+            return self.reset(conn)
+        if action[0] == "hang":
+            self._stop.wait(action[1])  # no answer (close() ends it early)
+            return False
+        return self.answer(conn, action[0], action[1], action[2] if len(action) > 2 else None)
 
     def ids(self, path=None):
-        with self.lock:
-            return [h.get("webhook-id") for p, h, _ in self.requests if path is None or p == path]
-
-    def close(self):
-        self.stopped.set()
-        self.sock.close()
+        with self._lock:
+            return [h.get("webhook-id") for _, p, h, _ in self.requests if path is None or p == path]
 
 
 @pytest.fixture
