@@ -45,7 +45,7 @@ def test_asgi_is_one_app_per_receiver_and_costs_nothing_until_used():
     assert isinstance(receiver.asgi, ASGIApp)
     assert receiver.asgi is receiver.asgi
     assert receiver.asgi.receiver is receiver
-    code = "import sys, webhooklite; r = webhooklite.Receiver('s'); assert 'asyncio' not in sys.modules; r.asgi; assert 'asyncio' in sys.modules"
+    code = "import sys, webhooklite; r = webhooklite.Receiver('whsec_' + 'A' * 32); assert 'asyncio' not in sys.modules; r.asgi; assert 'asyncio' in sys.modules"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 

@@ -77,19 +77,33 @@ def test_unencodable_values_are_type_errors():
 
 def test_event_type_rules():
     gh = Headers({"X-GitHub-Event": "issues"})
-    assert event_type(gh, {"action": "opened"}) == "issues.opened"
-    assert event_type(gh, {"ref": "main"}) == "issues"
+    assert event_type(gh, {"action": "opened"}, "github") == "issues.opened"
+    assert event_type(gh, {"ref": "main"}, "github") == "issues"
     assert event_type(Headers(), {"event": "payment.completed", "type": "t"}) == "payment.completed"
     assert event_type(Headers(), {"type": "payment_intent.succeeded"}) == "payment_intent.succeeded"
     assert event_type(Headers(), [1, 2]) is None and event_type(Headers(), {"event": 5}) is None
+    # GitHub signs no header: under another scheme X-GitHub-Event never changes the type.
+    for scheme in ("standard", "stripe"):
+        assert event_type(gh, {"type": "charge.succeeded"}, scheme) == "charge.succeeded"
+        assert event_type(gh, {}, scheme) is None
 
 
 def test_event_id_rules():
+    # Unsigned (development) or shown by the CLI: any id header, else the body's.
     assert event_id(Headers({"webhook-id": "a", "svix-id": "b"}), {"id": "c"}) == "a"
     assert event_id(Headers({"svix-id": "b"}), {}) == "b"
     assert event_id(Headers({"X-GitHub-Delivery": "g"}), {}) == "g"
     assert event_id(Headers(), {"id": "evt_1"}) == "evt_1"
     assert event_id(Headers(), {}) is None
+    # Signed: only what the signature covers.
+    forged = Headers({"webhook-id": "forged", "X-GitHub-Delivery": "g"})
+    assert event_id(forged, {"id": "c"}, "standard", signed_id="m1", signed=True) == "m1"
+    assert event_id(forged, {"id": "evt_1"}, "stripe", timestamp=5, body=b"{}", signed=True) == "evt_1"
+    a = event_id(forged, {}, "stripe", timestamp=5, body=b"{}", signed=True)
+    b = event_id(Headers(), {}, "stripe", timestamp=5, body=b"{}", signed=True)
+    c = event_id(forged, {}, "stripe", timestamp=6, body=b"{}", signed=True)
+    assert a == b != c and a.startswith("sha256:")
+    assert event_id(forged, {"id": "c"}, "github", signed=True) == "g"
 
 
 def test_github_form_encoding():
@@ -216,3 +230,19 @@ def test_odd_digits_in_unsigned_timestamp_and_wsgi_length(value):
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": value, "wsgi.input": io.BytesIO(b"{}")}
     receiver(environ, lambda status, headers: answers.append(status))
     assert answers[0].startswith("400")
+
+
+def test_keys_that_are_not_strings_are_refused_at_any_depth():
+    # json would write {1: "refund", "1": "charge"} as two "1" keys, which parsers read differently.
+    for data in ({1: "refund", "1": "charge"}, {"items": [{"sku": "a", 2: "b"}]}, {"x": {(1, 2): 3}}, {"n": {None: 1}}):
+        with pytest.raises(TypeError, match="keys are strings"):
+            encode_event("order.created", data)
+        with pytest.raises(TypeError, match="keys are strings"):
+            encode_json(data)
+    assert encode_json({"a": [{"b": {"c": 1}}]}) == b'{"a":[{"b":{"c":1}}]}'
+
+
+def test_json_constants_python_accepts_are_refused():
+    for text in (b'{"a": NaN}', b'{"a": Infinity}', b'[-Infinity]'):
+        with pytest.raises(PayloadError, match="not a JSON value"):
+            decode_body(text)

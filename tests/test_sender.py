@@ -28,7 +28,8 @@ def test_wire_format(scripted):
     assert headers["user-agent"] == f"webhooklite/{webhooklite.__version__}"
     assert headers["webhook-id"] == d.id and d.id.startswith("msg_")
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
-    assert webhooklite.verify(body, headers, SECRET) == int(headers["webhook-timestamp"])
+    event = webhooklite.verify(body, headers, SECRET)
+    assert event.id == d.id and event.timestamp.timestamp() == int(headers["webhook-timestamp"])
 
 
 def test_time_is_added_in_rfc3339_utc(scripted):
@@ -201,7 +202,8 @@ def test_github_scheme_headers(scripted):
     _, _, headers, body = server.requests[0]
     assert headers["x-github-event"] == "issues" and headers["x-github-delivery"] == d.id
     assert headers["webhook-id"] == d.id
-    assert webhooklite.verify(body, headers, "It's a Secret to Everybody", scheme="github") is None
+    event = webhooklite.verify(body, headers, "It's a Secret to Everybody", scheme="github")
+    assert event.type == "issues.opened" and event.id == d.id and event.timestamp is None
 
 
 def test_stripe_scheme_headers(scripted):

@@ -91,6 +91,14 @@ def _no_handler():
     return ("POST", "/hooks") + signed("order.shipped")
 
 
+def _nan():
+    return ("POST", "/hooks") + signed(body=b'{"event": "payment.completed", "amount": NaN}')
+
+
+def _infinity():
+    return ("POST", "/hooks") + signed(body=b'{"event": "payment.completed", "amount": -Infinity}')
+
+
 def _not_an_object():
     return ("POST", "/hooks") + signed(body=b"[1, 2, 3]")
 
@@ -104,6 +112,8 @@ CASES = [
     ("JSON not an object", _not_an_object, 200, ("status", "ignored")),
     ("malformed JSON", _malformed_json, 400, None),
     ("invalid UTF-8", _bad_utf8, 400, None),
+    ("NaN is not JSON", _nan, 400, None),
+    ("-Infinity is not JSON", _infinity, 400, None),
     ("unsigned", _unsigned, 401, ("error", "missing webhook-signature header")),
     ("wrong secret", _wrong_secret, 401, ("error", "signature does not match")),
     ("tampered body", _tampered, 401, ("error", "signature does not match")),

@@ -418,7 +418,7 @@ class _Listener(Receiver):
             data = decode_body(body, h.get("content-type"))
         except Exception:
             data = None
-        etype, eid = event_type(h, data), event_id(h, data)
+        etype, eid = event_type(h, data, None), event_id(h, data)
         attempt, same_body = self._attempt(eid, body)
         s = self.style
         response: Optional[Response] = None
@@ -429,7 +429,7 @@ class _Listener(Receiver):
             sig_line = s("not checked (no --secret)", s.DIM)
         else:
             try:
-                self.signer.verify(h, body)
+                self.signer.check(body, h)
                 signature = "ok"
                 sig_line = s(f"ok ({self.signer.scheme})", s.GREEN)
             except SignatureError as e:
@@ -745,7 +745,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         signer = _signer(args.secret, scheme, now)
         assert signer is not None
         try:
-            ts = signer.verify(h, body, tolerance=args.tolerance)
+            ts, _ = signer.check(body, h, tolerance=args.tolerance)
         except SignatureError as e:
             failed += 1
             _write(f"{path}: {scheme} signature does not verify: {_clean(str(e))}", sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from .errors import PayloadError
 from .headers import Headers, check_header_value
 
-__all__ = ["Event", "encode_json", "encode_event", "decode_body", "event_type", "event_id", "Router"]
+__all__ = ["Event", "encode_json", "encode_event", "decode_body", "event_type", "event_id", "event_from", "Router", "utc"]
 
 # -- encoding ----------------------------------------------------------------
 # decimal, uuid and dataclasses are not imported here (`import webhooklite` stays light): a
@@ -76,6 +76,29 @@ class _Encoder(json.JSONEncoder):
 _PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _check_keys(value: Any, depth: int) -> None:
+    """Refuse keys that are not strings, at any depth: json would write ``{1: a, "1": b}``
+    as two ``"1"`` keys, which parsers read differently (first wins, last wins)."""
+    if depth > 200:
+        return  # deeper than any payload; json itself refuses what recursion cannot encode
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if type(k) is not str:
+                raise TypeError(
+                    f"JSON object keys are strings, not {type(k).__name__} ({k!r}): convert them "
+                    "yourself (json would turn 1 into \"1\" and could write the same key twice)"
+                )
+            if type(v) in _CONTAINERS:
+                _check_keys(v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            if type(v) in _CONTAINERS:
+                _check_keys(v, depth + 1)
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
 def encode_json(value: Any) -> bytes:
     """Encode ``value`` as compact UTF-8 JSON, non-ASCII unescaped.
 
@@ -83,6 +106,7 @@ def encode_json(value: Any) -> bytes:
     value) and dataclasses are encoded; anything else json cannot encode is a
     TypeError.
     """
+    _check_keys(value, 0)
     try:
         return _PLAIN.encode(value).encode("utf-8")
     except TypeError:
@@ -101,12 +125,18 @@ def _now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def encode_event(event: str, data: Any = None, *, now: Optional[Callable[[], str]] = None) -> bytes:
+def encode_event(
+    event: str, data: Any = None, *, id: Optional[str] = None, now: Optional[Callable[[], str]] = None
+) -> bytes:
     """Build the wire body for ``event``: ``event`` first, the fields, then ``time``.
 
     ``data`` is a mapping or a dataclass. ``time`` (RFC 3339, UTC, whole
     seconds) is added unless ``data`` has one. A field named ``event`` in
-    ``data`` is a ValueError.
+    ``data`` is a ValueError. ``id`` puts the message id in the body, after
+    ``event``: schemes that sign no id (Stripe) dedupe on the body's ``id``,
+    so a field named ``id`` in ``data`` is then a ValueError too. Keys are
+    strings: any other key (``{1: ...}``, which JSON would turn into ``"1"``
+    beside a real ``"1"``) is a TypeError, at any depth.
     """
     if not isinstance(event, str) or not event:
         raise ValueError("the event type is a non-empty string, e.g. 'payment.completed'")
@@ -127,7 +157,14 @@ def encode_event(event: str, data: Any = None, *, now: Optional[Callable[[], str
             "the data has a field named 'event', which the envelope uses for the event "
             "type; rename it (or use Sender.post() to send your own JSON as is)"
         )
-    body = {"event": event}
+    body: Dict[str, Any] = {"event": event}
+    if id is not None:
+        if "id" in fields:
+            raise ValueError(
+                "the data has a field named 'id', which this scheme's envelope uses for the message "
+                "id (receivers dedupe on it); rename it, or pass it as the message id (id=...)"
+            )
+        body["id"] = id
     body.update(fields)
     if "time" not in body:
         body["time"] = (now or _now_rfc3339)()
@@ -135,6 +172,16 @@ def encode_event(event: str, data: Any = None, *, now: Optional[Callable[[], str
 
 
 # -- decoding ----------------------------------------------------------------
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity, which JSON (RFC 8259) does not have and
+    # encode_json refuses: a body carrying them is not JSON.
+    raise _NotJSON(name)
 
 
 def decode_body(body: bytes, content_type: Optional[str] = None) -> Any:
@@ -159,7 +206,9 @@ def decode_body(body: bytes, content_type: Optional[str] = None) -> Any:
     except UnicodeDecodeError as e:
         raise PayloadError(f"the body is not valid UTF-8 (byte {e.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
+    except _NotJSON as e:
+        raise PayloadError(f"the body is not valid JSON: {e} is not a JSON value") from None
     except json.JSONDecodeError as e:
         raise PayloadError(f"the body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:  # e.g. an integer over int()'s digit limit (3.11, 3.9.14+)
@@ -169,13 +218,20 @@ def decode_body(body: bytes, content_type: Optional[str] = None) -> Any:
         raise PayloadError("the JSON is nested too deeply") from None
 
 
-def event_type(headers: Headers, data: Any) -> Optional[str]:
-    """The event type: GitHub's ``X-GitHub-Event`` (+ ``.action``), else the body's
-    ``event``, else its ``type``, else None."""
-    gh = headers.get("x-github-event")
-    if gh:
-        action = data.get("action") if isinstance(data, dict) else None
-        return f"{gh}.{action}" if isinstance(action, str) and action else gh
+def event_type(headers: Headers, data: Any, scheme: Optional[str] = "standard") -> Optional[str]:
+    """The event type of a delivery under ``scheme``.
+
+    With ``scheme="github"``, ``X-GitHub-Event`` (+ ``.action`` when the body
+    has one); otherwise the body's ``event``, else its ``type``, else None.
+    GitHub does not sign that header, so no other scheme reads it: an unsigned
+    header must not re-route a signed body. ``scheme=None`` guesses from the
+    headers (for showing a delivery, never for routing one).
+    """
+    if scheme == "github" or (scheme is None and "x-github-event" in headers):
+        gh = headers.get("x-github-event")
+        if gh:
+            action = data.get("action") if isinstance(data, dict) else None
+            return f"{gh}.{action}" if isinstance(action, str) and action else gh
     if isinstance(data, dict):
         for key in ("event", "type"):
             value = data.get(key)
@@ -184,8 +240,38 @@ def event_type(headers: Headers, data: Any) -> Optional[str]:
     return None
 
 
-def event_id(headers: Headers, data: Any) -> Optional[str]:
-    """The message id: ``webhook-id``/``svix-id``/``X-GitHub-Delivery``, else the body's ``id``."""
+def event_id(
+    headers: Headers,
+    data: Any,
+    scheme: Optional[str] = None,
+    *,
+    signed_id: Optional[str] = None,
+    timestamp: Optional[int] = None,
+    body: Optional[bytes] = None,
+    signed: bool = False,
+) -> Optional[str]:
+    """The message id a receiver dedupes on.
+
+    Under a signature (``signed=True``) only what the signature covers counts:
+    standard, the verified ``webhook-id``/``svix-id`` (``signed_id``); stripe,
+    the body's ``id``, else a digest of the signed timestamp and body; github,
+    ``X-GitHub-Delivery`` (GitHub signs only the body: a replay with a new
+    delivery id looks new). Unsigned (development), or ``scheme=None`` (for
+    showing a delivery): ``webhook-id``/``svix-id``/``X-GitHub-Delivery``, else
+    the body's ``id``.
+    """
+    if signed:
+        if scheme == "standard":
+            return signed_id
+        if scheme == "stripe":
+            value = data.get("id") if isinstance(data, dict) else None
+            if isinstance(value, str) and value:
+                return value
+            import hashlib
+
+            digest = hashlib.sha256(f"{timestamp}.".encode("ascii") + (body or b"")).hexdigest()
+            return "sha256:" + digest[:32]
+        return headers.get("x-github-delivery") or None
     for name in ("webhook-id", "svix-id", "x-github-delivery"):
         value = headers.get(name)
         if value:
@@ -195,6 +281,31 @@ def event_id(headers: Headers, data: Any) -> Optional[str]:
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             return str(value)
     return None
+
+
+def utc(ts: Optional[int]) -> Optional[datetime.datetime]:
+    """A Unix timestamp as an aware UTC datetime (None for None, or one out of range)."""
+    if ts is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def event_from(
+    scheme: str,
+    headers: Headers,
+    body: bytes,
+    data: Any,
+    timestamp: Optional[int],
+    signed_id: Optional[str],
+    *,
+    signed: bool,
+) -> "Event":
+    """The Event for a delivery whose signature (if ``signed``) was checked: type and id by the scheme's rules."""
+    eid = event_id(headers, data, scheme, signed_id=signed_id, timestamp=timestamp, body=body, signed=signed)
+    return Event(event_type(headers, data, scheme), eid, utc(timestamp), data, headers, body)
 
 
 class Event(Mapping[str, Any]):
@@ -241,6 +352,9 @@ class Event(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._fields())
+
+    def __bool__(self) -> bool:
+        return True  # a Mapping is falsy when empty; a verified event with an empty body is still one
 
     def __repr__(self) -> str:
         return f"Event(type={self.type!r}, id={self.id!r})"

@@ -6,12 +6,11 @@ only move bytes. Checks run in this order: path (404), method (405), size
 (413, before the body is read), signature (401), body (400), duplicate
 (2xx, or 409 while in flight), handlers (500 if one raised).
 """
-import datetime
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _lazylog
 from .errors import PayloadError, SignatureError
-from .events import Event, Router, decode_body, encode_json, event_id, event_type
+from .events import Event, Router, decode_body, encode_json, event_from
 from .headers import Headers, parse_uint
 from .signing import DEFAULT_TOLERANCE, SCHEMES, Secret, Signer
 from .store import MemoryStore
@@ -82,15 +81,6 @@ _NOT_FOUND = _error(404, "not found")
 _NOT_POST = _error(405, "method not allowed: webhooks are POSTed", [("Allow", "POST")])
 _BUSY = _error(409, "this message is being handled right now; retry later", [("Retry-After", "1")])
 _HANDLER_FAILED = _error(500, "a handler failed; the sender should retry")
-
-
-def _utc(ts: Optional[int]) -> Optional[datetime.datetime]:
-    if ts is None:
-        return None
-    try:
-        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def _unsigned_timestamp(h: Headers) -> Optional[int]:
@@ -203,7 +193,7 @@ class Receiver:
         signed_id = None
         if self._signer is not None:
             try:
-                ts, signed_id = self._signer.check(h, body, tolerance=self.tolerance)
+                ts, signed_id = self._signer.check(body, h, tolerance=self.tolerance)
             except SignatureError as e:
                 log.warning("webhook refused (401): %s", str(e))  # text: a record must not hold the body
                 return _error(e.status, e.public)
@@ -214,25 +204,21 @@ class Receiver:
         except PayloadError as e:
             log.warning("webhook refused (400): %s", str(e))
             return _error(e.status, str(e))
-        etype = event_type(h, data)
-        handlers = self._router.match(etype)
-        if not handlers:
-            return _IGNORED
-        # Dedupe on an id the signature covers, where there is one: otherwise a replay
-        # within the tolerance, with a made-up id header added, would run the handlers again.
-        if signed_id is not None:
-            eid: Optional[str] = signed_id  # standard: the verified webhook-id or svix-id
-        elif self.scheme == "stripe" and isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
-            eid = data["id"]  # Stripe signs the body, not the headers
-        else:
-            eid = event_id(h, data)
+        # The type and the id come from what the signature covers (events.event_type/event_id):
+        # an unsigned header added to a captured request must not re-route it or make it look new.
+        event = event_from(self.scheme, h, body, data, ts, signed_id, signed=self._signer is not None)
+        eid = event.id
+        handlers = self._router.match(event.type)
         if eid is not None:
             state = self.store.begin(eid)
             if state == "done":
                 return _DUPLICATE
             if state == "busy":
                 return _BUSY
-        event = Event(etype, eid, _utc(ts), data, h, body)
+        if not handlers:
+            if eid is not None:
+                self.store.commit(eid)  # remembered too: a replay of it is a duplicate, whatever its headers
+            return _IGNORED
         failed = False
         try:
             for handler in handlers:
@@ -241,7 +227,7 @@ class Receiver:
                 except Exception:
                     failed = True
                     log.exception(
-                        "handler %s failed on %s event %s", getattr(handler, "__qualname__", handler), etype, eid
+                        "handler %s failed on %s event %s", getattr(handler, "__qualname__", handler), event.type, eid
                     )
         except BaseException:  # KeyboardInterrupt, SystemExit: the id must not stay busy
             failed = True

@@ -393,8 +393,14 @@ class Sender:
     # -- sending ---------------------------------------------------------------
 
     def send(self, event: str, data: Any = None, *, id: Optional[str] = None) -> Delivery:
-        """Send ``event`` with ``data`` in the webhooklite envelope; return the Delivery."""
-        return self.deliver(encode_event(event, data), msg_id=id, event=event)
+        """Send ``event`` with ``data`` in the webhooklite envelope; return the Delivery.
+
+        Under ``scheme="stripe"`` the envelope carries the message id as ``id``
+        (Stripe signs no id header: receivers dedupe on the body's ``id``).
+        """
+        msg_id = id or new_message_id()
+        body = encode_event(event, data, id=msg_id if self.scheme == "stripe" else None)
+        return self.deliver(body, msg_id=msg_id, event=event)
 
     def post(self, payload: Any, *, id: Optional[str] = None) -> Delivery:
         """POST any JSON as is, no envelope (Slack, Discord, your own format)."""

@@ -21,10 +21,13 @@ import hmac
 import json
 import os
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import SignatureError, TimestampError
 from .headers import Headers, parse_uint
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .events import Event
 
 __all__ = [
     "SCHEMES",
@@ -81,22 +84,30 @@ def _key(secret: Union[str, bytes], scheme: str) -> bytes:
         raise TypeError(f"a secret is a str or bytes, not {type(secret).__name__}")
     if not secret:
         raise ValueError("the secret is empty")
-    if scheme == "standard" and secret.startswith("whsec_"):
-        raw = secret[len("whsec_"):].strip()
-        try:
-            key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(
-                "the 'whsec_' secret is not valid base64 after the prefix: copy it whole, "
-                "or make a new one with webhooklite.generate_secret()"
-            ) from None
-        if len(key) < _MIN_KEY:
-            raise ValueError(
-                f"the 'whsec_' secret decodes to {len(key)} bytes; Standard Webhooks keys are "
-                f"{_MIN_KEY} to {_MAX_KEY} bytes (make one with webhooklite.generate_secret())"
-            )
-        return key
-    return secret.encode("utf-8")
+    if scheme != "standard":
+        return secret.encode("utf-8")  # GitHub and Stripe: the secret string, whole (Stripe's includes whsec_)
+    # Standard Webhooks: base64 after an optional "whsec_", as the official standardwebhooks and
+    # svix libraries read it, so the same secret string gives the same key everywhere.
+    prefixed = secret.startswith("whsec_")
+    raw = secret[len("whsec_"):].strip() if prefixed else secret.strip()
+    try:
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        hints = [h for h in _secret_hints([secret], scheme) if "no 'whsec_' prefix" not in h]
+        raise ValueError(
+            ("the 'whsec_' secret is not valid base64 after the prefix" if prefixed else
+             "a Standard Webhooks secret is base64 (usually after 'whsec_'), and this one is not")
+            + ": copy it whole, or make a new one with webhooklite.generate_secret()"
+            + "".join(f"; {h}" for h in hints)
+        ) from None
+    if not key:
+        raise ValueError("the secret decodes to no bytes")
+    if prefixed and len(key) < _MIN_KEY:
+        raise ValueError(
+            f"the 'whsec_' secret decodes to {len(key)} bytes; Standard Webhooks keys are "
+            f"{_MIN_KEY} to {_MAX_KEY} bytes (make one with webhooklite.generate_secret())"
+        )
+    return key
 
 
 def _secret_list(secret: Secret) -> List[Union[str, bytes]]:
@@ -125,8 +136,8 @@ def _secret_hints(secrets: Sequence[Union[str, bytes]], scheme: str) -> List[str
             hints.append("a secret starts with 'sha256=': that is a signature, not the secret")
         elif scheme == "standard" and not s.startswith("whsec_"):
             hints.append(
-                "a secret has no 'whsec_' prefix, so its UTF-8 bytes are the key; "
-                "Standard Webhooks/Svix secrets start with 'whsec_' (copy it whole)"
+                "a secret has no 'whsec_' prefix; it is read as base64, as the official libraries "
+                "read it (Standard Webhooks/Svix secrets start with 'whsec_': copy it whole)"
             )
         elif scheme == "stripe" and not s.startswith("whsec_"):
             hints.append("a secret has no 'whsec_' prefix; Stripe signing secrets start with 'whsec_'")
@@ -148,6 +159,20 @@ def _as_bytes(body: Union[bytes, bytearray, memoryview, str]) -> bytes:
         f"the body to sign or verify is the raw request bytes, not {type(body).__name__}"
         " (a parsed body cannot be verified: pass request.body / request.get_data())"
     )
+
+
+def _headers(body: Any, headers: Any) -> Headers:
+    """``headers`` as Headers; a clear TypeError when body and headers were swapped."""
+    if isinstance(headers, Headers):
+        return headers
+    if isinstance(headers, (bytes, bytearray, memoryview, str)):
+        raise TypeError(
+            "the body comes first, then the headers: verify(body, headers, secret) and "
+            "signer.verify(body, headers), as in standardwebhooks' verify(payload, headers)"
+        )
+    if not hasattr(headers, "items") and not isinstance(headers, (list, tuple)):
+        raise TypeError(f"headers are a mapping of names to values, not {type(headers).__name__}")
+    return Headers(headers)
 
 
 def _hmac(key: bytes, data: bytes) -> bytes:
@@ -194,10 +219,14 @@ class Signer:
 
         ``standard`` returns ``webhook-id``, ``webhook-timestamp`` and
         ``webhook-signature``; ``github`` returns ``X-Hub-Signature-256``;
-        ``stripe`` returns ``Stripe-Signature``.
+        ``stripe`` returns ``Stripe-Signature``. ``timestamp`` is Unix
+        seconds (default: now); a negative one is a ValueError, since no
+        verifier would accept what it signs.
         """
         body = _as_bytes(body)
         ts = int(self._now()) if timestamp is None else int(timestamp)
+        if ts < 0:
+            raise ValueError(f"the timestamp is Unix seconds, 0 or more, not {ts}")
         if self.scheme == "standard":
             signed = f"{msg_id}.{ts}.".encode("utf-8") + body
             sigs = " ".join(
@@ -214,33 +243,41 @@ class Signer:
 
     def verify(
         self,
-        headers: Union[Headers, Mapping[str, str]],
         body: Union[bytes, str],
+        headers: Union[Headers, Mapping[str, str]],
         *,
         tolerance: float = DEFAULT_TOLERANCE,
-    ) -> Optional[int]:
-        """Check ``body`` (the raw bytes) against the signature in ``headers``.
+    ) -> "Event":
+        """Check ``body`` (the raw bytes) against the signature in ``headers``; return the Event.
 
-        Returns the signature's Unix timestamp (None for github, which has
-        none). Raises SignatureError, or TimestampError when the signature is
-        right but the timestamp is outside ``tolerance`` seconds.
+        The returned :class:`~webhooklite.Event` has the type, the id a
+        receiver dedupes on, the signed timestamp (None for github) and the
+        parsed body. Raises SignatureError, TimestampError when the signature
+        is right but the timestamp is outside ``tolerance`` seconds, or
+        PayloadError when the signed body is not JSON.
         """
-        return self.check(headers, body, tolerance=tolerance)[0]
+        from .events import decode_body, event_from
+
+        h = _headers(body, headers)
+        ts, signed_id = self.check(body, h, tolerance=tolerance)
+        raw = _as_bytes(body)
+        return event_from(self.scheme, h, raw, decode_body(raw, h.get("content-type")), ts, signed_id, signed=True)
 
     def check(
         self,
-        headers: Union[Headers, Mapping[str, str]],
         body: Union[bytes, str],
+        headers: Union[Headers, Mapping[str, str]],
         *,
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> Tuple[Optional[int], Optional[str]]:
-        """Like :meth:`verify`, and also return the message id the signature covers.
+        """The signature check alone (no parsing): return ``(timestamp, signed_id)``.
 
-        Returns ``(timestamp, signed_id)``: ``signed_id`` is the standard
-        scheme's ``webhook-id``/``svix-id`` (whichever was verified); the
-        github and stripe schemes sign no id, so it is None for them.
+        ``timestamp`` is the signed Unix time (None for github, which signs
+        none). ``signed_id`` is the standard scheme's ``webhook-id``/``svix-id``
+        (whichever was verified); the github and stripe schemes sign no id,
+        so it is None for them. Raises like :meth:`verify`.
         """
-        h = headers if isinstance(headers, Headers) else Headers(headers)
+        h = headers if isinstance(headers, Headers) else _headers(body, headers)
         body = _as_bytes(body)
         if self.scheme == "standard":
             ts_text, msg_id, candidates, expected = self._parse_standard(h)
@@ -291,8 +328,10 @@ class Signer:
                 f"{prefix}timestamp is not a Unix time in seconds",
             )
         candidates = []
+        # A header sent on two lines arrives joined with ", " (RFC 9110 §5.3): a base64 signature
+        # holds no comma, so a trailing one is that join, not part of the signature.
         for part in sig.split():
-            version, _, value = part.partition(",")
+            version, _, value = part.rstrip(",").partition(",")
             if version == "v1" and value:
                 candidates.append(value.encode("utf-8", "replace"))
         if not candidates:
@@ -447,6 +486,10 @@ def verify(
     scheme: str = "standard",
     tolerance: float = DEFAULT_TOLERANCE,
     now: Optional[Callable[[], float]] = None,
-) -> Optional[int]:
-    """Verify a request's raw ``body`` against its ``headers``; see :meth:`Signer.verify`."""
-    return Signer(secret, scheme, now=now).verify(headers, body, tolerance=tolerance)
+) -> "Event":
+    """Verify a request's raw ``body`` against its ``headers``; return the verified Event.
+
+    The body comes first, as in standardwebhooks' ``verify(payload, headers)``.
+    See :meth:`Signer.verify`.
+    """
+    return Signer(secret, scheme, now=now).verify(body, headers, tolerance=tolerance)
