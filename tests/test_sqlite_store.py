@@ -51,10 +51,63 @@ def test_old_handled_ids_are_forgotten_after_keep(tmp_path):
     store = webhooklite.SQLiteStore(tmp_path / "seen.db", keep=0.2)
     store.commit("msg_old")
     time.sleep(0.25)
-    store._commits = 0  # the next commit prunes
     store.commit("msg_new")
     assert store.begin("msg_old") == "new"
     assert store.begin("msg_new") == "done"
+
+
+def rows(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as c:
+        return sorted(c.execute("SELECT id, done FROM handled"))
+
+
+def test_a_late_abort_never_removes_the_claim_that_took_over(tmp_path):
+    # Three processes: the first's handler outlives busy_for, a second takes the id over, then the
+    # first fails. Its abort must not free the id while the second is still running the handlers.
+    path = tmp_path / "seen.db"
+    first, second, third = (webhooklite.SQLiteStore(path, busy_for=0.2) for _ in range(3))
+    assert first.begin("msg_1") == "new"
+    time.sleep(0.25)
+    assert second.begin("msg_1") == "new"  # taken over, as documented
+    first.abort("msg_1")  # the first one's handler failed, late
+    assert third.begin("msg_1") == "busy"  # the second still holds it
+    first.commit("msg_2")  # a commit touches only its own claim too
+    second.commit("msg_1")
+    assert third.begin("msg_1") == "done"
+    assert first.begin("msg_1") == "done"
+
+
+def test_done_is_answered_only_within_keep_even_without_a_sweep(tmp_path):
+    store = webhooklite.SQLiteStore(tmp_path / "seen.db", keep=0.2)
+    store.commit("msg_1")
+    assert store.begin("msg_1") == "done"
+    store._next_sweep = float("inf")  # no sweep runs: begin() itself looks at the age
+    time.sleep(0.5)  # 2.5 x keep
+    assert store.begin("msg_1") == "new"
+
+
+def test_abandoned_busy_rows_and_old_ids_are_removed(tmp_path):
+    path = tmp_path / "seen.db"
+    crashed = webhooklite.SQLiteStore(path, busy_for=0.2, keep=0.2)
+    assert crashed.begin("msg_crashed") == "new"  # ...and that process never comes back
+    crashed.commit("msg_old")
+    alive = webhooklite.SQLiteStore(path, busy_for=0.2, keep=0.2)
+    time.sleep(0.3)
+    assert alive.begin("msg_new") == "new"
+    assert rows(path) == [("msg_new", 0)]
+
+
+def test_a_file_from_0_1_keeps_its_ids(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "seen.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE handled (id TEXT PRIMARY KEY, done INTEGER NOT NULL, at REAL NOT NULL)")
+        c.execute("INSERT INTO handled VALUES ('msg_1', 1, ?)", (time.time(),))
+    store = webhooklite.SQLiteStore(path)
+    assert store.begin("msg_1") == "done" and store.begin("msg_2") == "new"
 
 
 def test_only_one_of_many_threads_gets_new(tmp_path):

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Set, Union
+from typing import Any, Callable, Dict, List, Set, Tuple, Union
 
 __all__ = ["MemoryStore", "SQLiteStore"]
 
@@ -141,7 +141,13 @@ class SQLiteStore:
     taken over (a process that crashed while handling must not block the id
     for ever; keep handlers shorter than that). Handled ids are remembered for
     ``keep`` seconds (default 7 days: longer than an outbox's retry schedule),
-    then forgotten.
+    then forgotten; both kinds of old row are removed as time passes.
+
+    Each claim carries a token known only to the thread that made it, so a
+    ``commit`` or ``abort`` touches only the claim its caller holds: a process
+    whose claim was taken over after ``busy_for`` cannot, by a late abort,
+    delete the newer claim (which would let a third process run the handlers
+    beside the second).
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, busy_for: float = 60.0, keep: float = 7 * 86400) -> None:
@@ -154,7 +160,8 @@ class SQLiteStore:
         #: Seconds a handled id is remembered.
         self.keep = float(keep)
         self._lock = threading.Lock()
-        self._commits = 0
+        self._claims: Dict[Tuple[str, int], str] = {}  # (id, thread) -> the token of the claim it holds
+        self._next_sweep = 0.0
         # One connection shared by the server's threads (each call is a statement or two); processes
         # coordinate through sqlite's file locks, waiting up to 10 s for one another.
         # WAL + synchronous=NORMAL: a commit survives a crash of the process (not of the machine).
@@ -166,6 +173,7 @@ class SQLiteStore:
         # gunicorn --preload opens the store in the master, then forks the workers: each needs its own.
         _ABANDONED.append(self._conn)
         self._lock = threading.Lock()
+        self._claims = {}
         self._conn = None
 
     def _c(self) -> Any:
@@ -174,21 +182,39 @@ class SQLiteStore:
         return self._conn
 
     def _setup(self) -> None:
-        self._c().execute(
-            "CREATE TABLE IF NOT EXISTS handled (id TEXT PRIMARY KEY, done INTEGER NOT NULL, at REAL NOT NULL)"
+        c = self._c()
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS handled (id TEXT PRIMARY KEY, done INTEGER NOT NULL, at REAL NOT NULL, token TEXT)"
         )
-        self._c().execute("CREATE INDEX IF NOT EXISTS handled_at ON handled (at)")
+        if "token" not in [row[1] for row in c.execute("PRAGMA table_info(handled)")]:
+            c.execute("ALTER TABLE handled ADD COLUMN token TEXT")  # a file from 0.1
+        c.execute("CREATE INDEX IF NOT EXISTS handled_at ON handled (at)")
+
+    def _sweep(self, now: float) -> None:
+        """Remove ids remembered longer than ``keep`` and busy marks abandoned for ``busy_for`` (lock held)."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(60.0, self.keep, self.busy_for)
+        self._c().execute(
+            "DELETE FROM handled WHERE (done = 1 AND at < ?) OR (done = 0 AND at < ?)",
+            (now - self.keep, now - self.busy_for),
+        )
 
     def begin(self, id: str) -> str:
         now = time.time()
+        token = os.urandom(8).hex()
         with self._lock:
-            # One atomic statement claims the id when it is new or its busy mark is abandoned.
+            self._sweep(now)
+            # One atomic statement claims the id when it is new, its busy mark abandoned, or its
+            # "done" older than keep (forgotten, even if no sweep has removed it yet).
             claimed = self._c().execute(
-                "INSERT INTO handled (id, done, at) VALUES (?, 0, ?) "
-                "ON CONFLICT (id) DO UPDATE SET at = excluded.at WHERE done = 0 AND at < ?",
-                (id, now, now - self.busy_for),
+                "INSERT INTO handled (id, done, at, token) VALUES (?, 0, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET done = 0, at = excluded.at, token = excluded.token "
+                "WHERE (done = 0 AND at < ?) OR (done = 1 AND at < ?)",
+                (id, now, token, now - self.busy_for, now - self.keep),
             ).rowcount
             if claimed:
+                self._claims[(id, threading.get_ident())] = token
                 return "new"
             row = self._c().execute("SELECT done FROM handled WHERE id = ?", (id,)).fetchone()
         if row is None:  # aborted between the two statements: let the sender come back
@@ -198,17 +224,29 @@ class SQLiteStore:
     def commit(self, id: str) -> None:
         now = time.time()
         with self._lock:
-            self._c().execute(
-                "INSERT INTO handled (id, done, at) VALUES (?, 1, ?) ON CONFLICT (id) DO UPDATE SET done = 1, at = excluded.at",
+            token = self._claims.pop((id, threading.get_ident()), None)
+            c = self._c()
+            if token is not None:
+                if c.execute(
+                    "UPDATE handled SET done = 1, at = ?, token = NULL WHERE id = ? AND token = ?", (now, id, token)
+                ).rowcount:
+                    return
+                # Our claim is gone: taken over (its holder will commit or abort it), or removed
+                # as abandoned. Record the success only where no other claim stands.
+                c.execute("INSERT OR IGNORE INTO handled (id, done, at) VALUES (?, 1, ?)", (id, now))
+                return
+            # No claim of ours (commit without begin): record it, but never over another's claim.
+            c.execute(
+                "INSERT INTO handled (id, done, at) VALUES (?, 1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET at = excluded.at WHERE done = 1",
                 (id, now),
             )
-            self._commits += 1
-            if self._commits % 1000 == 1:
-                self._c().execute("DELETE FROM handled WHERE done = 1 AND at < ?", (now - self.keep,))
 
     def abort(self, id: str) -> None:
         with self._lock:
-            self._c().execute("DELETE FROM handled WHERE id = ? AND done = 0", (id,))
+            token = self._claims.pop((id, threading.get_ident()), None)
+            if token is not None:
+                self._c().execute("DELETE FROM handled WHERE id = ? AND done = 0 AND token = ?", (id, token))
 
     def close(self) -> None:
         """Close the file."""
