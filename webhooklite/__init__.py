@@ -25,7 +25,8 @@ from .errors import (
 )
 from .events import Event
 from .headers import Headers
-from .receiver import MemoryStore, Receiver, Response
+from .receiver import Receiver, Response
+from .store import MemoryStore
 from .sender import Delivery, Retry, Sender, send
 from .signing import Signer, generate_secret, sign, verify
 

@@ -36,7 +36,7 @@ def _asdict(o: Any) -> Any:
 
 
 def _iso(value: Any) -> str:
-    text = value.isoformat()
+    text: str = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
@@ -273,9 +273,9 @@ def event_id(
             return "sha256:" + digest[:32]
         return headers.get("x-github-delivery") or None
     for name in ("webhook-id", "svix-id", "x-github-delivery"):
-        value = headers.get(name)
-        if value:
-            return value
+        found: Optional[str] = headers.get(name)
+        if found:
+            return found
     if isinstance(data, dict):
         value = data.get("id")
         if isinstance(value, (str, int)) and not isinstance(value, bool):

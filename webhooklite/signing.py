@@ -161,6 +161,10 @@ def _as_bytes(body: Union[bytes, bytearray, memoryview, str]) -> bytes:
     )
 
 
+#: What a scheme's header parser finds: (timestamp text, signed id, signatures, expected(body)).
+_Parsed = Tuple[Optional[str], Optional[str], List[bytes], Callable[[bytes], List[bytes]]]
+
+
 def _headers(body: Any, headers: Any) -> Headers:
     """``headers`` as Headers; a clear TypeError when body and headers were swapped."""
     if isinstance(headers, Headers):
@@ -314,7 +318,7 @@ class Signer:
                 break
         return SignatureError(f"missing {name} header{extra}", f"missing {name} header")
 
-    def _parse_standard(self, h: Headers):  # type: ignore[no-untyped-def]
+    def _parse_standard(self, h: Headers) -> _Parsed:
         prefix = "webhook-"
         if "webhook-signature" not in h and "svix-signature" in h:
             prefix = "svix-"
@@ -347,7 +351,7 @@ class Signer:
 
         return ts_text, msg_id, candidates, expected
 
-    def _parse_github(self, h: Headers):  # type: ignore[no-untyped-def]
+    def _parse_github(self, h: Headers) -> _Parsed:
         sig = h.get("x-hub-signature-256")
         if not sig:
             if "x-hub-signature" in h:
@@ -370,7 +374,7 @@ class Signer:
 
         return None, None, [value.lower().encode("utf-8", "replace")], expected
 
-    def _parse_stripe(self, h: Headers):  # type: ignore[no-untyped-def]
+    def _parse_stripe(self, h: Headers) -> _Parsed:
         sig = h.get("stripe-signature")
         if not sig:
             raise self._missing("Stripe-Signature", h)
@@ -443,7 +447,7 @@ def _reserialized_match(
         value = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    variants = (
+    variants: Tuple[Tuple[str, Dict[str, Any]], ...] = (
         ("compactly (no spaces)", {"separators": (",", ":"), "ensure_ascii": False}),
         ("with json.dumps's default spacing", {}),
         ("compactly with non-ASCII unescaped", {"separators": (",", ":"), "ensure_ascii": True}),
@@ -454,7 +458,7 @@ def _reserialized_match(
     )
     for name, kwargs in variants:
         try:
-            other = json.dumps(value, **kwargs).encode("utf-8")  # type: ignore[arg-type]
+            other = json.dumps(value, **kwargs).encode("utf-8")
         except (ValueError, RecursionError):
             return None
         if other != body and _matches(expected(other), candidates):
