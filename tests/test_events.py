@@ -171,18 +171,6 @@ def test_star_handler_sees_non_object_json():
     assert seen[0].type is None and seen[0].data == ["a", 1] and len(seen[0]) == 0
 
 
-def test_async_handlers_are_refused_where_they_are_registered():
-    receiver = webhooklite.Receiver(SECRET)
-
-    async def notify(event):
-        pass
-
-    with pytest.raises(TypeError, match="never be awaited"):
-        receiver.on("payment.completed", notify)
-    with pytest.raises(TypeError, match="async"):
-        receiver.on("payment.completed")(notify)
-
-
 @pytest.mark.parametrize("status,reason", [(200, "OK"), (413, "Content Too Large"), (429, "Too Many Requests"), (799, "")])
 def test_response_reason_phrases(status, reason):
     assert webhooklite.Response(status).reason == reason

@@ -370,6 +370,7 @@ class Router:
 
     Patterns are shell-style (``fnmatch.fnmatchcase``): ``"payment.completed"``,
     ``"payment.*"``, ``"*"``. An event with no type is seen only by ``"*"``.
+    A handler may be an ``async def`` function: the transport awaits it.
     """
 
     def __init__(self) -> None:
@@ -381,11 +382,6 @@ class Router:
             raise ValueError("a pattern is a non-empty string such as 'payment.*' or '*'")
         if not callable(handler):
             raise TypeError(f"the handler for {pattern!r} is not callable")
-        if getattr(getattr(handler, "__code__", None), "co_flags", 0) & 0x80:  # CO_COROUTINE
-            raise TypeError(
-                f"the handler for {pattern!r} is an async function, which would never be awaited: "
-                "handlers are plain functions (they run in a thread under ASGI too)"
-            )
         wild = any(c in pattern for c in "*?[")
         self._routes.append((pattern, wild, handler))
         self._cache.clear()

@@ -190,6 +190,32 @@ class Receiver:
 
     def process(self, h: Headers, body: bytes) -> Response:
         """The steps after :meth:`check`: signature, body, duplicate, handlers."""
+        admitted = self._admit(h, body)
+        if isinstance(admitted, Response):
+            return admitted
+        event, handlers = admitted
+        failed = True
+        try:
+            failed = False
+            for handler in handlers:
+                try:
+                    result = handler(event)
+                    if hasattr(result, "__await__"):  # an async def handler: run it on our own loop
+                        self._loop().run(result)
+                except Exception:
+                    failed = True
+                    self._log_failure(handler, event)
+        finally:  # KeyboardInterrupt, SystemExit too: the id must not stay busy
+            self._settle(event.id, failed)
+        return _HANDLER_FAILED if failed else _OK
+
+    def _admit(self, h: Headers, body: bytes) -> Union[Response, Tuple[Event, Tuple[Callable[[Event], Any], ...]]]:
+        """Signature, body and duplicate checks: the answer, or the event and the handlers to run.
+
+        When handlers are returned the id is claimed in the store, and the
+        caller must :meth:`_settle` it (the ASGI transport runs the handlers
+        between the two).
+        """
         signed_id = None
         if self._signer is not None:
             try:
@@ -219,26 +245,27 @@ class Receiver:
             if eid is not None:
                 self.store.commit(eid)  # remembered too: a replay of it is a duplicate, whatever its headers
             return _IGNORED
-        failed = False
-        try:
-            for handler in handlers:
-                try:
-                    handler(event)
-                except Exception:
-                    failed = True
-                    log.exception(
-                        "handler %s failed on %s event %s", getattr(handler, "__qualname__", handler), event.type, eid
-                    )
-        except BaseException:  # KeyboardInterrupt, SystemExit: the id must not stay busy
-            failed = True
-            raise
-        finally:
-            if eid is not None:
-                if failed:
-                    self.store.abort(eid)
-                else:
-                    self.store.commit(eid)
-        return _HANDLER_FAILED if failed else _OK
+        return event, handlers
+
+    def _settle(self, eid: Optional[str], failed: bool) -> None:
+        """Record the handlers' outcome for a claimed id: done, or free to be handled again."""
+        if eid is not None:
+            if failed:
+                self.store.abort(eid)
+            else:
+                self.store.commit(eid)
+
+    @staticmethod
+    def _log_failure(handler: Any, event: Event) -> None:
+        log.exception("handler %s failed on %s event %s", getattr(handler, "__qualname__", handler), event.type, event.id)
+
+    def _loop(self) -> Any:
+        runner = self.__dict__.get("_loop_thread")
+        if runner is None:
+            from ._loop import LoopThread
+
+            runner = self.__dict__.setdefault("_loop_thread", LoopThread())
+        return runner
 
     # -- WSGI ---------------------------------------------------------------
 
