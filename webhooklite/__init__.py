@@ -28,7 +28,7 @@ from .headers import Headers
 from .receiver import Receiver, Response
 from .store import MemoryStore
 from .sender import Delivery, Retry, Sender, send
-from .signing import Signer, generate_secret, sign, verify
+from .signing import Signer, generate_keypair, generate_secret, sign, verify
 
 __all__ = [
     "__version__",
@@ -48,6 +48,7 @@ __all__ = [
     "Signer",
     "TimestampError",
     "WebhookError",
+    "generate_keypair",
     "generate_secret",
     "send",
     "sign",

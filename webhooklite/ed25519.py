@@ -71,6 +71,8 @@ import hashlib
 import os
 from typing import List, Optional, Tuple
 
+from .signing import b64decode_key
+
 __all__ = [
     "SigningKey",
     "check_public_key",
@@ -388,7 +390,7 @@ def _unprefix(key: str, prefix: str) -> bytes:
         raise ValueError(f"a Standard Webhooks ed25519 key here starts with {prefix!r}")
     body = key[len(prefix):]
     try:
-        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+        return b64decode_key(body)
     except binascii.Error:
         raise ValueError(
             f"the {prefix!r} key is not valid base64 after the prefix: copy it whole"

@@ -327,7 +327,7 @@ class Sender:
         self.timeout = timeout
         #: The retry policy.
         self.retry = retry if retry is not None else Retry()
-        self._signer = Signer(secret, scheme) if secret is not None else None
+        self._signer = Signer(secret, scheme, signing=True) if secret is not None else None
         if secret is None and scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "Secret",
     "Signer",
+    "generate_keypair",
     "generate_secret",
     "new_message_id",
     "sign",
@@ -51,6 +52,8 @@ Secret = Union[str, bytes, Sequence[Union[str, bytes]]]
 _MIN_KEY, _MAX_KEY = 24, 64
 #: Signatures looked at in one header (a rotation carries two or three).
 _MAX_SIGNATURES = 10
+#: ed25519 verifications one request may cost (signatures x public keys), at about 1 ms each.
+_MAX_V1A_CHECKS = 4
 #: Re-serialization is only guessed at for bodies up to this size (it is the error path).
 _RESERIALIZE_PROBE_LIMIT = 256 * 1024
 #: ... and at most once per this many seconds per Signer: anyone can send a bad signature, and
@@ -74,6 +77,26 @@ def generate_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
 
 
+def b64decode_key(text: str) -> bytes:
+    """A key's base64 text as bytes: standard alphabet, surrounding white space ignored, the
+    padding optional (as people paste keys); anything else raises binascii.Error."""
+    text = text.strip()
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def generate_keypair() -> Tuple[str, str]:
+    """Return a new Standard Webhooks v1a (ed25519) key pair, ``("whsk_...", "whpk_...")``.
+
+    The sender signs with the ``whsk_`` secret key (``Sender(url, sk)``);
+    receivers verify with the ``whpk_`` public key (``Receiver(pk)``), which
+    cannot sign: a receiver's leaked key forges nothing. Pure Python (RFC
+    8032); see ``webhooklite.ed25519`` for what that means for timing.
+    """
+    from .ed25519 import generate_keypair as make
+
+    return make()
+
+
 def _key(secret: Union[str, bytes], scheme: str) -> bytes:
     if isinstance(secret, (bytes, bytearray, memoryview)):
         key = bytes(secret)
@@ -89,9 +112,8 @@ def _key(secret: Union[str, bytes], scheme: str) -> bytes:
     # Standard Webhooks: base64 after an optional "whsec_", as the official standardwebhooks and
     # svix libraries read it, so the same secret string gives the same key everywhere.
     prefixed = secret.startswith("whsec_")
-    raw = secret[len("whsec_"):].strip() if prefixed else secret.strip()
     try:
-        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+        key = b64decode_key(secret[len("whsec_"):] if prefixed else secret)
     except (binascii.Error, ValueError):
         hints = [h for h in _secret_hints([secret], scheme) if "no 'whsec_' prefix" not in h]
         raise ValueError(
@@ -162,7 +184,10 @@ def _as_bytes(body: Union[bytes, bytearray, memoryview, str]) -> bytes:
 
 
 #: What a scheme's header parser finds: (timestamp text, signed id, signatures, expected(body)).
-_Parsed = Tuple[Optional[str], Optional[str], List[bytes], Callable[[bytes], List[bytes]]]
+#: And, for v1a (ed25519) signatures, a check of the body against them (None when there are none).
+_Parsed = Tuple[
+    Optional[str], Optional[str], List[bytes], Callable[[bytes], List[bytes]], Optional[Callable[[bytes], bool]]
+]
 
 
 def _headers(body: Any, headers: Any) -> Headers:
@@ -194,7 +219,7 @@ class Signer:
     there with a ValueError rather than on the first request.
     """
 
-    __slots__ = ("scheme", "_keys", "_hints", "_now", "_next_probe")
+    __slots__ = ("scheme", "_keys", "_signing", "_public", "_hints", "_now", "_next_probe")
 
     def __init__(
         self,
@@ -202,19 +227,48 @@ class Signer:
         scheme: str = "standard",
         *,
         now: Optional[Callable[[], float]] = None,
+        signing: bool = False,
     ) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
         secrets = _secret_list(secret)
         #: The scheme name: "standard", "github" or "stripe".
         self.scheme: str = scheme
-        self._keys: Tuple[bytes, ...] = tuple(_key(s, scheme) for s in secrets)
-        self._hints = _secret_hints(secrets, scheme)
+        keys: List[bytes] = []  # HMAC keys (v1), newest first
+        order: List[Tuple[str, Any]] = []  # what sign() emits, in the list's order: ("v1", key) / ("v1a", SigningKey)
+        public: List[bytes] = []  # ed25519 public keys (v1a), from whpk_ keys and whsk_ ones
+        for s in secrets:
+            if isinstance(s, str) and s.startswith(("whsk_", "whpk_")):
+                if scheme != "standard":
+                    raise ValueError(
+                        "whsk_/whpk_ keys are Standard Webhooks v1a (ed25519) keys: use scheme='standard'"
+                    )
+                from . import ed25519  # pure-Python ed25519, loaded only for v1a keys
+
+                if s.startswith("whpk_"):
+                    if signing:
+                        raise ValueError(
+                            "a 'whpk_' public key only verifies; a sender signs with the 'whsk_' secret key "
+                            "(webhooklite.generate_keypair() makes a pair)"
+                        )
+                    public.append(ed25519.parse_public_key(s))
+                else:
+                    signer = ed25519.SigningKey(ed25519.parse_secret_key(s))
+                    order.append(("v1a", signer))
+                    public.append(signer.public_key)
+            else:
+                key = _key(s, scheme)
+                keys.append(key)
+                order.append(("v1", key))
+        self._keys: Tuple[bytes, ...] = tuple(keys)
+        self._signing: Tuple[Tuple[str, Any], ...] = tuple(order)
+        self._public: Tuple[bytes, ...] = tuple(public)
+        self._hints = _secret_hints([s for s in secrets if not (isinstance(s, str) and s.startswith("wh") and s[2:5] in ("sk_", "pk_"))], scheme)
         self._now = now or time.time
         self._next_probe = 0.0  # monotonic time from which the re-serialization guess may run again
 
     def __repr__(self) -> str:
-        return f"Signer(scheme={self.scheme!r}, keys={len(self._keys)})"
+        return f"Signer(scheme={self.scheme!r}, keys={len(self._keys) + len(self._public)})"
 
     # -- signing -------------------------------------------------------------
 
@@ -232,9 +286,13 @@ class Signer:
         if ts < 0:
             raise ValueError(f"the timestamp is Unix seconds, 0 or more, not {ts}")
         if self.scheme == "standard":
+            if not self._signing:
+                raise ValueError("'whpk_' public keys only verify: signing needs a whsec_ or whsk_ key")
             signed = f"{msg_id}.{ts}.".encode("utf-8") + body
             sigs = " ".join(
-                "v1," + _b64(_hmac(k, signed)).decode("ascii") for k in self._keys
+                ("v1," + _b64(_hmac(k, signed)).decode("ascii")) if kind == "v1" else
+                ("v1a," + _b64(k.sign(signed)).decode("ascii"))
+                for kind, k in self._signing
             )
             return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sigs}
         if self.scheme == "github":
@@ -284,12 +342,12 @@ class Signer:
         h = headers if isinstance(headers, Headers) else _headers(body, headers)
         body = _as_bytes(body)
         if self.scheme == "standard":
-            ts_text, msg_id, candidates, expected = self._parse_standard(h)
+            ts_text, msg_id, candidates, expected, v1a = self._parse_standard(h)
         elif self.scheme == "github":
-            ts_text, msg_id, candidates, expected = self._parse_github(h)
+            ts_text, msg_id, candidates, expected, v1a = self._parse_github(h)
         else:
-            ts_text, msg_id, candidates, expected = self._parse_stripe(h)
-        if not _matches(expected(body), candidates):
+            ts_text, msg_id, candidates, expected, v1a = self._parse_stripe(h)
+        if not (_matches(expected(body), candidates) or (v1a is not None and v1a(body))):
             raise self._mismatch(body, candidates, expected)
         if ts_text is None:
             return None, msg_id
@@ -331,25 +389,54 @@ class Signer:
                 f"{prefix}timestamp is not a Unix time in whole seconds: {ts_text[:40]!r}",
                 f"{prefix}timestamp is not a Unix time in seconds",
             )
-        candidates = []
+        candidates: List[bytes] = []
+        ed_sigs: List[bytes] = []
         # A header sent on two lines arrives joined with ", " (RFC 9110 §5.3): a base64 signature
         # holds no comma, so a trailing one is that join, not part of the signature.
         for part in sig.split():
             version, _, value = part.rstrip(",").partition(",")
             if version == "v1" and value:
                 candidates.append(value.encode("utf-8", "replace"))
-        if not candidates:
+            elif version == "v1a" and value and self._public and len(ed_sigs) < _MAX_SIGNATURES:
+                try:
+                    raw = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    continue
+                if len(raw) == 64:
+                    ed_sigs.append(raw)
+        if not self._keys and not ed_sigs:
+            raise SignatureError(
+                f"{prefix}signature has no 'v1a,<base64>' ed25519 signature, and this receiver's keys are "
+                f"whpk_ public keys, which verify only those: {sig[:60]!r}",
+                f"{prefix}signature has no v1a signature",
+            )
+        if not candidates and not ed_sigs:
             raise SignatureError(
                 f"{prefix}signature has no 'v1,<base64>' entry: {sig[:60]!r}",
                 f"{prefix}signature has no v1 signature",
             )
-        keys, head = self._keys, f"{msg_id}.{ts_text}.".encode("utf-8", "replace")
+        keys, public, head = self._keys, self._public, f"{msg_id}.{ts_text}.".encode("utf-8", "replace")
 
         def expected(body: bytes) -> List[bytes]:
             signed = head + body
             return [_b64(_hmac(k, signed)) for k in keys]
 
-        return ts_text, msg_id, candidates, expected
+        def v1a(body: bytes) -> bool:
+            from . import ed25519
+
+            # Each check costs about a millisecond of pure Python: an unsigned caller listing
+            # many signatures buys at most _MAX_V1A_CHECKS of them.
+            signed, n = head + body, 0
+            for signature in ed_sigs:
+                for pk in public:
+                    if n >= _MAX_V1A_CHECKS:
+                        return False
+                    n += 1
+                    if ed25519.verify(pk, signed, signature):
+                        return True
+            return False
+
+        return ts_text, msg_id, candidates, expected, (v1a if ed_sigs else None)
 
     def _parse_github(self, h: Headers) -> _Parsed:
         sig = h.get("x-hub-signature-256")
@@ -372,7 +459,7 @@ class Signer:
         def expected(body: bytes) -> List[bytes]:
             return [_hmac(k, body).hex().encode() for k in keys]
 
-        return None, None, [value.lower().encode("utf-8", "replace")], expected
+        return None, None, [value.lower().encode("utf-8", "replace")], expected, None
 
     def _parse_stripe(self, h: Headers) -> _Parsed:
         sig = h.get("stripe-signature")
@@ -401,7 +488,7 @@ class Signer:
             signed = head + body
             return [_hmac(k, signed).hex().encode() for k in keys]
 
-        return ts_text, None, candidates, expected
+        return ts_text, None, candidates, expected, None
 
     def _mismatch(self, body: bytes, candidates: List[bytes], expected: Callable[[bytes], List[bytes]]) -> SignatureError:
         public = "signature does not match"
