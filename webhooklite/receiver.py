@@ -8,6 +8,8 @@ only move bytes. Checks run in this order: path (404), method (405), size
 """
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+import threading
+
 from . import _lazylog
 from .errors import PayloadError, SignatureError
 from .events import Event, Router, decode_body, encode_json, event_from
@@ -129,6 +131,8 @@ class Receiver:
                 raise ValueError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
             log.warning("Receiver has no secret: it accepts unsigned requests from anyone (development only)")
         self._router = Router()
+        self._counts: Dict[int, int] = {}  # answers by status, for metrics()
+        self._counts_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -157,6 +161,25 @@ class Receiver:
 
         return register
 
+    # -- metrics ------------------------------------------------------------
+
+    def count(self, response: Response) -> Response:
+        """Count an answer for :meth:`metrics` (transports call it for the answers they make themselves)."""
+        with self._counts_lock:
+            self._counts[response.status] = self._counts.get(response.status, 0) + 1
+        return response
+
+    def metrics(self) -> str:
+        """Requests answered, by status, in Prometheus' text format (``serve(metrics_path="/metrics")``)."""
+        from .metrics import Counter, render
+
+        family = Counter("webhooklite_receiver_requests_total", "Requests the receiver answered, by status.", ("status",))
+        with self._counts_lock:
+            counts = dict(self._counts)
+        for status, n in sorted(counts.items()):
+            family.inc(str(status), by=n)
+        return render([family])
+
     # -- the sans-IO core ---------------------------------------------------
 
     def check(self, method: str, path: str, content_length: Optional[int]) -> Optional[Response]:
@@ -168,11 +191,11 @@ class Receiver:
         if self.path is not None:
             p = path.split("?", 1)[0]
             if p != self.path:
-                return _NOT_FOUND
+                return self.count(_NOT_FOUND)
         if method != "POST":
-            return _NOT_POST
+            return self.count(_NOT_POST)
         if content_length is not None and content_length > self.max_body:
-            return _error(413, f"the body is over the {self.max_body}-byte limit")
+            return self.count(_error(413, f"the body is over the {self.max_body}-byte limit"))
         return None
 
     def handle(
@@ -190,6 +213,9 @@ class Receiver:
 
     def process(self, h: Headers, body: bytes) -> Response:
         """The steps after :meth:`check`: signature, body, duplicate, handlers."""
+        return self.count(self._process(h, body))
+
+    def _process(self, h: Headers, body: bytes) -> Response:
         admitted = self._admit(h, body)
         if isinstance(admitted, Response):
             return admitted
