@@ -25,6 +25,7 @@ from typing import List, Optional
 import pytest
 
 import webhooklite
+from conftest import LoopbackServer
 from webhooklite import Receiver, Retry, Sender
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -469,6 +470,9 @@ def test_errors_are_one_line_with_the_right_exit_status(tmp_path):
     (tmp_path / "not-saved.json").write_text("[1, 2]")
     out = cli("replay", str(tmp_path / "not-saved.json"), closed)
     assert "is not a saved delivery" in one_line_error(out, 2)
+    (tmp_path / "surrogate.json").write_text('{"headers": {}, "body": "\\ud800"}')
+    out = cli("verify", str(tmp_path / "surrogate.json"), "--secret", SECRET)
+    assert "lone surrogate" in one_line_error(out, 2)
 
     out = cli("send", closed, "ping", "--secret", "whsec_dG9vLXNob3J0")
     assert "--secret: the 'whsec_' secret decodes to 9 bytes" in one_line_error(out, 2)
@@ -491,6 +495,126 @@ def test_errors_are_one_line_with_the_right_exit_status(tmp_path):
         ((), "COMMAND"),
     ]:
         assert words in one_line_error(cli(*args), 2), args
+
+
+# -- what a sender must never reach: the operator's terminal -------------------------
+
+#: Characters that must never reach a terminal raw: every control character (C0, DEL and
+#: C1, where 8-bit CSI and OSC live), bidi overrides and isolates, and the other format
+#: characters and separators that hide or reorder text; lone surrogates too.
+UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+
+def unsafe_chars(text: str) -> List[str]:
+    import unicodedata
+
+    return sorted({c for c in text if c not in "\n" and unicodedata.category(c) in UNSAFE_CATEGORIES})
+
+
+HOSTILE = ["\x1b]0;owned\x07", "\x9b31m", "\x9d0;owned\x9c", "\x7f", "\u202egnp.exe", "\u2066x\u2069",
+           "\u200b", "\u2028", "\ufeff", "\xad", "\U000e0041"]
+
+
+def raw_post(url: str, target: bytes, headers: List[bytes], body: bytes) -> bytes:
+    """One POST written byte for byte (http.client refuses to write what a hostile sender would)."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        head = b"POST " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        head += b"".join(h + b"\r\n" for h in headers) + b"Content-Length: %d\r\n\r\n" % len(body)
+        s.sendall(head + body)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+
+
+def test_listen_escapes_every_control_and_bidi_character_a_sender_sends():
+    with Listen() as listen:
+        listen.line()
+        # JSON: hostile keys, strings and event type; a lone surrogate escape; an id and a path with C1 bytes.
+        fields = {f"key{n}{h}": f"value{n}{h}" for n, h in enumerate(HOSTILE)}
+        body = json.dumps(dict(fields, event="pay\u202ement", list=["\x9b2J", "SURROGATE"]), ensure_ascii=False)
+        body = body.replace("SURROGATE", "\\ud800").encode("utf-8")
+        answer = raw_post(listen.url, b"/hooks\x85", [b"Content-Type: application/json",
+                                                       b"webhook-id: msg_hostile\x9b\x1b[2J"], body)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        # Not JSON: shown as text, over several lines.
+        text = ("line one\n" + "".join(HOSTILE) + "\nline three").encode("utf-8")
+        answer = raw_post(listen.url, b"/", [b"Content-Type: text/plain", b"webhook-id: msg_text"], text)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        (json_block,) = listen.blocks("msg_hostile")
+        (text_block,) = listen.blocks("msg_text")
+        assert listen.stop() == 0
+    assert unsafe_chars(listen.output) == [], listen.output
+    # Shown escaped, so the operator sees what was sent; JSON strings in JSON's own escapes.
+    assert r"POST /hooks\x85  pay\u202ement  msg_hostile\x9b\x1b[2J" in json_block
+    assert r'"key1\u009b31m": "value1\u009b31m"' in json_block
+    assert r'"key0\u001b]0;owned\u0007"' in json_block and r'"\u009b2J"' in json_block
+    assert r'"key4\u202egnp.exe"' in json_block and r'"value10\udb40\udc41"' in json_block
+    assert r'"\ud800"' in json_block
+    assert "  line one\n  " + r"\x1b]0;owned\x07\x9b31m\x9d0;owned\x9c\x7f\u202egnp.exe" in text_block
+    assert "\n  line three" in text_block
+
+
+def test_one_escaping_rule_covers_every_unsafe_character_this_python_knows():
+    import unicodedata
+
+    from webhooklite.cli.output import clean
+
+    every = "".join(chr(n) for n in range(0x110000))
+    unsafe = [c for c in every if unicodedata.category(c) in UNSAFE_CATEGORIES]
+    assert len(unsafe) > 2000  # C0, C1, the surrogates, the format characters...
+    assert unsafe_chars(clean(every) + clean(every, in_json=True)) == [] and "\n" not in clean(every)
+    assert unsafe_chars(clean(every, keep_lines=True)) == ["\t"]  # and "\n": a body's own lines
+    assert clean("é ü 日本 🙂 tab\there") == "é ü 日本 🙂 tab\\x09here"  # the rest stays readable
+    assert clean("a\tb\nc\x85", keep_lines=True) == "a\tb\nc\\x85"
+    assert json.loads(clean(json.dumps("\x85\u202e\U000e0041", ensure_ascii=False), in_json=True)) == "\x85\u202e\U000e0041"
+
+
+def test_table_and_json_output_escape_their_cells():
+    import io
+
+    from webhooklite.cli.output import Style, print_json, table
+
+    lines = table(["ID", "URL", "LAST ERROR"], [[1, "https://a.example/", None], [12, "x", "bad\x1b[2J\u202e"]])
+    assert lines == ["ID  URL                 LAST ERROR",
+                     "1   https://a.example/  -",
+                     "12  x                   bad\\x1b[2J\\u202e"]
+    assert table(["A"], [], Style(True)) == ["\x1b[1mA\x1b[0m"]
+    with pytest.raises(ValueError):
+        table(["A", "B"], [[1]])
+    out = io.StringIO()
+    print_json({"error": "bad\x9b\u202e", "n": 1}, out)
+    assert out.getvalue().isascii() and json.loads(out.getvalue()) == {"error": "bad\x9b\u202e", "n": 1}
+
+
+class HostileApp(LoopbackServer):
+    """An endpoint whose status line, Location and body try to drive the terminal."""
+
+    def respond(self, conn, method, path, headers, body):
+        payload = ("answered: " + "".join(HOSTILE)).encode("utf-8")
+        head = ("HTTP/1.1 302 Fo\x1b]0;und\x07\r\nLocation: http://127.0.0.1/\x1b]0;owned\x07\x9b31m\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+        conn.sendall(head.encode("latin-1") + payload)
+        return False
+
+
+def test_send_and_replay_escape_what_the_server_answers(tmp_path):
+    app = HostileApp()
+    try:
+        out = cli("send", app.base + "/", "ping", "--retries", "0")
+        assert unsafe_chars(out.stdout + out.stderr) == [], out.stdout + out.stderr
+        assert "redirect to http://127.0.0.1/" in one_line_error(out, 1)
+        assert r"answered: \x1b]0;owned\x07\x9b31m" in out.stdout
+        saved = tmp_path / "d.json"
+        saved.write_text(json.dumps({"headers": {"content-type": "application/json"}, "body": "{}"}))
+        out = cli("replay", str(saved), app.base + "/")
+        assert unsafe_chars(out.stdout + out.stderr) == [], out.stdout + out.stderr
+        assert "replay answered 302 Found" in one_line_error(out, 1)
+    finally:
+        app.close()
 
 
 # -- colour --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from .. import __version__
-from .output import FAILED, USAGE, Failure, UsageError, write
+from .output import FAILED, USAGE, Failure, UsageError, clean, write
 from .saved import FORMAT
 
 __all__ = ["main", "FORMAT", "COMMANDS"]
@@ -95,12 +95,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.setLevel(logging.ERROR)
     try:
         return int(args.func(args))
-    except UsageError as e:
-        write(f"{parser.prog} {args.command}: error: {e}", sys.stderr)
-        return USAGE
-    except Failure as e:
-        write(f"{parser.prog} {args.command}: error: {e}", sys.stderr)
-        return FAILED
+    except (UsageError, Failure) as e:  # one line, whatever the words carry (a server's text too)
+        write(f"{parser.prog} {args.command}: error: {clean(str(e))}", sys.stderr)
+        return USAGE if isinstance(e, UsageError) else FAILED
     except KeyboardInterrupt:
         write(f"{parser.prog} {args.command}: interrupted", sys.stderr)
         return 130

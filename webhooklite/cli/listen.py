@@ -162,7 +162,7 @@ class _Listener(Receiver):
         except Failure as e:
             return (
                 _error(502, f"forwarding to the app failed: {e}"),
-                self.style(f"forwarding to {self.forward_to} failed: {e}", self.style.RED),
+                self.style(f"forwarding to {self.forward_to} failed: {clean(str(e))}", self.style.RED),
             )
         ms = (time.monotonic() - start) * 1000
         keep = [(n.title(), rh[n]) for n in ("content-type", "retry-after", "location") if n in rh]

@@ -79,21 +79,46 @@ class Style:
 
 # -- escaping --------------------------------------------------------------------
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_UNSAFE_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: What a terminal must never be sent raw from the network: every control character
+#: (C0, DEL, C1: U+0080-U+009F, where 8-bit CSI and OSC live), the bidi overrides and
+#: isolates (U+202A-U+202E, U+2066-U+2069) and every other format character that can
+#: hide or reorder text (zero-width spaces and joiners, soft hyphen, BOM, tags), the
+#: line and paragraph separators, and lone surrogates (which a JSON "\\ud800" yields).
+#: That is Unicode's Cc, Cf, Zl, Zp and Cs categories (15.1; a test checks it against
+#: the running Python's unicodedata).
+_UNSAFE_RANGES = (
+    "\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
+)
+_UNSAFE = re.compile(f"[{_UNSAFE_RANGES}]")
+_UNSAFE_KEEP_LINES = re.compile(f"(?![\t\n])[{_UNSAFE_RANGES}]")
 
 
 def _escape(m: "re.Match[str]") -> str:
-    return f"\\x{ord(m.group()):02x}"
+    n = ord(m.group())
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
-def clean(text: str, keep_lines: bool = False) -> str:
-    """Untrusted text made safe to print: control characters escaped (``\\x1b``).
+def _escape_json(m: "re.Match[str]") -> str:
+    n = ord(m.group())
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"  # JSON's surrogate pair
 
-    One line (a header, an id, an error) by default; ``keep_lines=True`` keeps
-    tabs and newlines, for a body shown over several lines.
+
+def clean(text: str, keep_lines: bool = False, in_json: bool = False) -> str:
+    """Untrusted text made safe to print: every character in :data:`_UNSAFE_RANGES` escaped.
+
+    One line (a header, an id, an error) by default: ``\\x1b``, ``\\u202e``.
+    ``keep_lines=True`` keeps tabs and newlines, for a body shown over
+    several lines. ``in_json=True`` writes JSON's own escape (``\\u009b``), for
+    text inside a JSON string that ``json.dumps(..., ensure_ascii=False)``
+    made, so that what is shown is still JSON.
     """
-    return (_UNSAFE_KEEP_LINES if keep_lines else _UNSAFE).sub(_escape, text)
+    return (_UNSAFE_KEEP_LINES if keep_lines else _UNSAFE).sub(_escape_json if in_json else _escape, text)
 
 
 # -- writing ---------------------------------------------------------------------
@@ -144,6 +169,12 @@ class _Number(str):
     """A JSON number's exact text (so 25.00 is printed as 25.00, not 25.0)."""
 
 
+def _json_string(text: str) -> str:
+    """A JSON string as shown: readable (é stays é), with nothing unsafe in it."""
+    # json.dumps escapes C0 controls only; clean() does the rest (C1, bidi, DEL...).
+    return clean(json.dumps(text, ensure_ascii=False), in_json=True)
+
+
 def _pretty(value: Any, style: Style, indent: str = "") -> str:
     """JSON, indented, coloured by token type when the style is on."""
     if isinstance(value, dict):
@@ -151,7 +182,7 @@ def _pretty(value: Any, style: Style, indent: str = "") -> str:
             return "{}"
         inner = indent + "  "
         items = [
-            f"{inner}{style(json.dumps(k, ensure_ascii=False), style.CYAN)}: {_pretty(v, style, inner)}"
+            f"{inner}{style(_json_string(k), style.CYAN)}: {_pretty(v, style, inner)}"
             for k, v in value.items()
         ]
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
@@ -163,8 +194,7 @@ def _pretty(value: Any, style: Style, indent: str = "") -> str:
     if isinstance(value, _Number):
         return style(str(value), style.YELLOW)
     if isinstance(value, str):
-        # json.dumps escapes control characters: nothing in a body can drive the terminal.
-        return style(json.dumps(value, ensure_ascii=False), style.GREEN)
+        return style(_json_string(value), style.GREEN)
     return style(json.dumps(value), style.MAGENTA)  # true, false, null
 
 

@@ -111,7 +111,10 @@ def load(path: str) -> Tuple[Headers, bytes, Dict[str, Any]]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in rec["headers"].items()):
         raise UsageError(f"{path}: \"headers\" must map names to strings")
     if isinstance(rec.get("body"), str):
-        body = rec["body"].encode("utf-8")
+        try:
+            body = rec["body"].encode("utf-8")
+        except UnicodeEncodeError:  # "\ud800": no UTF-8 body that was received holds one
+            raise UsageError(f"{path}: \"body\" holds a lone surrogate escape; use \"body_base64\"") from None
     elif isinstance(rec.get("body_base64"), str):
         try:
             body = base64.b64decode(rec["body_base64"], validate=True)

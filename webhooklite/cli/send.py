@@ -10,7 +10,7 @@ from ..events import encode_event
 from ..sender import Delivery, Retry, Sender
 from ..signing import SCHEMES, new_message_id
 from . import options, relay, saved
-from .output import Failure, Style, UsageError, body_preview, status_text, write
+from .output import Failure, Style, UsageError, body_preview, clean, status_text, write
 
 __all__ = ["register"]
 
@@ -75,7 +75,7 @@ def _parse_headers(items: Optional[List[str]]) -> Dict[str, str]:
 
 def _print_result(status: Optional[int], error: Optional[str], attempts: Optional[int], elapsed: float,
                   msg_id: str, body: bytes, style: Style) -> None:
-    parts = [style.status(status, status_text(status, error))]
+    parts = [style.status(status, clean(status_text(status, error)))]  # the error quotes the server
     if attempts is not None:
         parts.append(f"attempts: {attempts}")
     parts += [f"elapsed: {elapsed:.3f} s", f"id: {msg_id}"]
@@ -122,7 +122,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     def on_retry(d: Delivery, wait: float) -> None:
         write(
-            f"attempt {d.attempts}: " + style.status(d.status, status_text(d.status, d.error))
+            f"attempt {d.attempts}: " + style.status(d.status, clean(status_text(d.status, d.error)))
             + f"; retrying in {wait:.2f} s"
         )
 

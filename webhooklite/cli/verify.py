@@ -33,14 +33,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             ts = signer.verify(h, body, tolerance=args.tolerance)
         except SignatureError as e:
             failed += 1
-            write(f"{path}: {scheme} signature does not verify: {clean(str(e))}", sys.stderr)
+            write(f"{clean(path)}: {scheme} signature does not verify: {clean(str(e))}", sys.stderr)
             continue
         when = ""
         if ts is not None:
             signed = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             skew = now - ts
             when = f", signed {signed} ({abs(skew):.0f} s {'before' if skew >= 0 else 'after'} {against})"
-        write(f"{path}: ok, the {scheme} signature verifies{when}")
+        write(f"{clean(path)}: ok, the {scheme} signature verifies{when}")
     return FAILED if failed else OK
 
 
