@@ -398,6 +398,32 @@ def test_save_then_verify_then_replay(tmp_path):
         assert "--new-id needs --secret" in one_line_error(out, 2)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("umask", [0o000, 0o277])
+def test_saved_deliveries_are_private_whatever_the_umask(tmp_path, umask):
+    made, existing = tmp_path / "new" / "deliveries", tmp_path / "existing"
+    existing.mkdir()
+    existing.chmod(0o755)
+    for folder in (made, existing):
+        cmd = " ".join(shlex.quote(a) for a in CMD + ["listen", "--port", "0", "--save", str(folder)])
+        listen = Proc(["bash", "-c", f"umask {umask:03o} && exec {cmd}"])
+        try:
+            url = listen.line().strip()
+            d = Sender(url, headers={"Authorization": "Bearer s3cret"}).send("ping", {})
+            assert d.ok, d.error
+            listen.blocks(d.id)
+            assert listen.stop() == 0, listen.stderr
+        finally:
+            listen.kill()
+        (saved,) = folder.iterdir()
+        assert json.loads(saved.read_text())["headers"]["authorization"] == "Bearer s3cret"
+        assert oct(saved.stat().st_mode & 0o777) == oct(0o600)
+    assert oct(made.stat().st_mode & 0o777) == oct(0o700)  # made by listen: private
+    assert oct(existing.stat().st_mode & 0o777) == oct(0o755)  # the user's own folder: left alone
+    out = cli("listen", "--port", "0", "--save", str(saved))
+    assert "--save: cannot make the folder" in one_line_error(out, 2) and "not a folder" in out.stderr
+
+
 # -- send's inputs -------------------------------------------------------------------
 
 

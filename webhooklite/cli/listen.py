@@ -16,7 +16,6 @@ import argparse
 import collections
 import hashlib
 import json
-import os
 import random
 import sys
 import threading
@@ -205,7 +204,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     signer = options.signer(args.secret, args.scheme)
     if args.save is not None:
         try:
-            os.makedirs(args.save, exist_ok=True)
+            saved.make_folder(args.save)
         except OSError as e:
             raise UsageError(f"--save: cannot make the folder {args.save}: {e.strerror or e}") from None
     style = Style.for_stream(sys.stdout)
@@ -284,5 +283,6 @@ a faulted delivery is not forwarded. Ctrl-C or SIGTERM stops it (exit 0).""",
                    "answering each delivery (to test a sender's timeout)")
     p.add_argument("--retry-after", type=options.whole_seconds, default=None, metavar="SECONDS",
                    help="send Retry-After with injected failures")
-    p.add_argument("--save", metavar="DIR", help="write each delivery (headers and raw body) to a JSON file in DIR")
+    p.add_argument("--save", metavar="DIR", help="write each delivery (headers and raw body) to a JSON file in DIR, "
+                   "readable by you only (files 0600; DIR made 0700)")
     p.set_defaults(func=cmd_listen)

@@ -1,8 +1,10 @@
 """Saved deliveries: the file ``listen --save DIR`` writes and ``replay`` and ``verify`` read.
 
 ``listen --save DIR`` writes every delivery it gets to
-``DIR/<UTC time>-<n>-<message id>.json``. The file is JSON meant to be read
-(and written) by people::
+``DIR/<UTC time>-<n>-<message id>.json``, readable by its owner only (0600,
+in a folder made 0700 when ``listen`` creates it): it holds every header,
+``Authorization`` too. The file is JSON meant to be read (and written) by
+people::
 
     {
       "format": "webhooklite-delivery/1",
@@ -29,6 +31,7 @@ one by hand, ``headers`` and ``body`` (or ``body_base64``) are enough.
 import base64
 import binascii
 import datetime
+import errno
 import json
 import os
 import re
@@ -37,7 +40,7 @@ from typing import Any, Dict, Mapping, Tuple
 from ..headers import Headers
 from .output import UsageError
 
-__all__ = ["FORMAT", "record", "load", "save", "parse_iso"]
+__all__ = ["FORMAT", "record", "load", "make_folder", "save", "parse_iso"]
 
 #: The ``format`` of a saved delivery file.
 FORMAT = "webhooklite-delivery/1"
@@ -77,16 +80,44 @@ def record(method: str, path: str, h: Mapping[str, str], body: bytes, status: in
     return rec
 
 
+def make_folder(path: str) -> None:
+    """Make the folder for saved deliveries, 0700 if this call creates it (whatever the umask).
+
+    The files hold every header, ``Authorization`` too, and the raw body. A
+    folder that is already there is left as its owner made it.
+    """
+    try:
+        os.makedirs(path, mode=0o700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder") from None
+        return
+    os.chmod(path, 0o700)  # makedirs' mode is filtered by the umask
+
+
+def _create_private(name: str, text: str) -> None:
+    """Write a new file readable by its owner only: 0600 whatever the umask; FileExistsError if it is there."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # the mode given to open() is filtered by the umask
+        f = os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        f.write(text)
+
+
 def save(folder: str, rec: Mapping[str, Any], msg_id: str, seq: int) -> str:
-    """Write ``rec`` to a new file in ``folder`` and return its name; OSError if it cannot."""
+    """Write ``rec`` to a new file (0600) in ``folder`` and return its name; OSError if it cannot."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", msg_id)[:64]  # the id comes from the network
     stamp = str(rec["received_at"])[:19].replace("-", "").replace(":", "")
     text = json.dumps(rec, indent=2, ensure_ascii=False) + "\n"
     for n in range(100):
         name = os.path.join(folder, f"{stamp}-{seq:04d}{'' if not n else f'.{n}'}-{safe}.json")
         try:
-            with open(name, "x", encoding="utf-8") as f:
-                f.write(text)
+            _create_private(name, text)
             return name
         except FileExistsError:
             continue
