@@ -329,6 +329,29 @@ def test_forward_to_reaches_the_app_with_a_signature_that_still_verifies():
         assert listen.stop() == 0
 
 
+def test_forward_to_drops_the_headers_the_connection_header_names(tmp_path):
+    body = webhooklite.events.encode_event("payment.completed", {"order_id": "ABC127"})
+    signed = [f"{k}: {v}".encode() for k, v in webhooklite.sign(body, SECRET, msg_id="msg_hop").items()]
+    hop = [b"Connection: X-Hop-Token, x-upstream-route", b"X-Hop-Token: internal-only", b"X-Upstream-Route: a",
+           b"Keep-Alive: timeout=5", b"X-Kept: yes", b"Content-Type: application/json"]
+    with App() as app, Listen("--secret", SECRET, "--forward-to", app.url, "--save", str(tmp_path / "d")) as listen:
+        answer = raw_post(listen.url, b"/", signed + hop, body)  # raw_post adds "Connection: close" too
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        (event,) = app.events  # the signature still verified at the app
+        assert event.id == "msg_hop" and event.headers["x-kept"] == "yes"
+        for name in ("x-hop-token", "x-upstream-route", "keep-alive", "connection"):
+            assert name not in event.headers, (name, dict(event.headers))
+        assert listen.stop() == 0
+    # replay relays the same way: from the saved file, the named headers stay behind.
+    (saved,) = (tmp_path / "d").iterdir()
+    assert "x-hop-token" in json.loads(saved.read_text())["headers"]  # saved as received
+    with App() as app:
+        out = cli("replay", str(saved), app.url)
+        assert out.returncode == 0, out.stdout + out.stderr
+        (event,) = app.events
+        assert event.id == "msg_hop" and "x-hop-token" not in event.headers and event.headers["x-kept"] == "yes"
+
+
 # -- save, verify, replay -----------------------------------------------------------
 
 

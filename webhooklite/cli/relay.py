@@ -20,8 +20,18 @@ HOP_BY_HOP = frozenset(
 
 
 def relay_headers(h: Mapping[str, str]) -> Dict[str, str]:
-    """The headers of a request worth passing on: all but the hop-by-hop ones."""
-    return {k: v for k, v in h.items() if k.lower() not in HOP_BY_HOP}
+    """The headers of a request worth passing on: all but the hop-by-hop ones.
+
+    Those are the fixed set above and every header the request's own
+    ``Connection`` names (RFC 9110 section 7.6.1: a relay drops them), e.g.
+    ``Connection: close, X-Internal-Token``. ``h`` may have one ``Connection``
+    value with repeated lines already joined by ``", "`` (as :class:`Headers`).
+    """
+    named = set()
+    for k, v in h.items():
+        if k.lower() == "connection":
+            named.update(t.strip().lower() for t in v.split(","))
+    return {k: v for k, v in h.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named}
 
 
 def post(url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> Tuple[int, Dict[str, str], bytes]:
