@@ -271,8 +271,8 @@ a faulted delivery is not forwarded. Ctrl-C or SIGTERM stops it (exit 0).""",
     p.add_argument("--secret", action="append", default=[], metavar="S",
                    help=options.SECRET_HELP + "; none: no check")
     p.add_argument("--scheme", choices=SCHEMES, default="standard", help="signature scheme (default standard)")
-    p.add_argument("--forward-to", metavar="URL", help="relay each delivery (body and end-to-end headers as received) to "
-                   "your app, and answer with its status")
+    p.add_argument("--forward-to", metavar="URL", help="relay each delivery (body and end-to-end headers as "
+                   "received) to your app, and answer with its status")
     p.add_argument("--forward-timeout", type=options.positive_seconds, default=30.0, metavar="SECONDS",
                    help="how long the app may take to answer (default 30; then 502)")
     p.add_argument("--fail-rate", type=options.fraction, default=None, metavar="F",
