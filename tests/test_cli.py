@@ -447,6 +447,28 @@ def test_saved_deliveries_are_private_whatever_the_umask(tmp_path, umask):
     assert "--save: cannot make the folder" in one_line_error(out, 2) and "not a folder" in out.stderr
 
 
+def test_replay_new_id_refuses_stripe_whose_receivers_dedupe_on_the_signed_body_id(tmp_path):
+    stripe_secret = "whsec_test_cli_stripe"
+    body = json.dumps({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {}}}).encode()
+    headers = dict(webhooklite.sign(body, stripe_secret, scheme="stripe"), **{"content-type": "application/json"})
+    path = tmp_path / "evt.json"
+    path.write_text(json.dumps({"headers": headers, "body": body.decode()}))
+    with App(stripe_secret, scheme="stripe") as app:
+        out = cli("replay", str(path), app.url, "--secret", stripe_secret)
+        assert out.returncode == 0 and '"status":"ok"' in out.stdout, out.stdout + out.stderr
+        out = cli("replay", str(path), app.url, "--secret", stripe_secret, "--new-id")
+        error = one_line_error(out, 2)  # not "0, duplicate": it could never have made it new
+        assert "--new-id cannot make a Stripe delivery new" in error and 'change "id" in the body' in error
+        assert out.stdout == "" and len(app.events) == 1
+        # What the error says to do works: a new id in the body, re-signed.
+        path.write_text(path.read_text().replace("evt_1", "evt_2"))
+        out = cli("replay", str(path), app.url, "--secret", stripe_secret)
+        assert out.returncode == 0 and '"status":"ok"' in out.stdout, out.stdout + out.stderr
+        assert [e.id for e in app.events] == ["evt_1", "evt_2"]
+    out = cli("replay", "--help")
+    assert "Not with stripe" in " ".join(out.stdout.split())
+
+
 # -- send's inputs -------------------------------------------------------------------
 
 

@@ -146,6 +146,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     signer = options.signer(args.secret, scheme)
     if args.new_id and signer is None:
         raise UsageError("--new-id needs --secret: the id is part of the signature")
+    if args.new_id and scheme == "stripe":
+        raise UsageError(
+            "--new-id cannot make a Stripe delivery new: a Stripe receiver dedupes on the body's \"id\" "
+            "(evt_...), which the signature covers and replay keeps. To send it as a new event, change "
+            "\"id\" in the body of the saved file and replay it with --secret"
+        )
     headers = relay.relay_headers(h)
     msg_id = h.get("webhook-id") or h.get("svix-id") or h.get("x-github-delivery") or ""
     if signer is not None:
@@ -221,7 +227,9 @@ exit status: 0 on a 2xx answer, 1 when the delivery failed, 2 on a usage error."
     p.add_argument("--secret", action="append", default=[], metavar="S", help="re-sign with this secret")
     p.add_argument("--scheme", choices=SCHEMES, default=None, help="re-sign with this scheme (default: the one "
                    "the saved headers use)")
-    p.add_argument("--new-id", action="store_true", help="with --secret: a new message id, so a receiver that "
-                   "already handled it does not answer 'duplicate'")
+    p.add_argument("--new-id", action="store_true", help="with --secret: a new message id (webhook-id; "
+                   "X-GitHub-Delivery too for github), so a receiver that already handled it does not answer "
+                   "'duplicate'. Not with stripe, whose receivers dedupe on the body's signed \"id\": change "
+                   "it in the saved file instead")
     p.add_argument("--timeout", type=options.positive_seconds, default=10.0, metavar="SECONDS", help="default 10")
     p.set_defaults(func=cmd_replay)
