@@ -501,6 +501,19 @@ def test_send_reads_data_from_text_file_and_stdin_with_headers_raw_and_schemes(t
         assert app.events[-1].type == "issues.opened"
 
 
+def test_send_help_names_exactly_the_statuses_it_retries(scripted):
+    text = " ".join(cli("send", "--help").stdout.split())
+    assert "5xx" not in text
+    named = re.search(r"retrying connection errors, timeouts and the statuses ([\d, and]+);", text).group(1)
+    listed = {int(n) for n in re.findall(r"\d+", named)}
+    assert listed == set(webhooklite.sender.RETRY_STATUSES)
+    for status in sorted(listed) + [400, 404, 501, 505]:  # what it says, against a real server
+        server = scripted([status])
+        out = cli("send", server.url, "ping", "--retries", "1", "--backoff", "0")
+        assert out.returncode == 1 and "attempts: " in out.stdout, out.stdout + out.stderr
+        assert len(server.requests) == (2 if status in listed else 1), (status, out.stdout)
+
+
 def test_sender_headers_ignore_case_and_leave_the_signature_alone():
     s = Sender("http://127.0.0.1:9/", SECRET, headers={"user-agent": "store/2", "X-Trace": "1"})
     headers = s.prepare(b"{}", "msg_1")

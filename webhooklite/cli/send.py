@@ -7,7 +7,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..events import encode_event
-from ..sender import Delivery, Retry, Sender
+from ..sender import RETRY_STATUSES, Delivery, Retry, Sender
 from ..signing import SCHEMES, new_message_id
 from . import options, relay, saved
 from .output import Failure, Style, UsageError, body_preview, clean, status_text, write
@@ -176,14 +176,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # -- the command line ------------------------------------------------------------
 
 
+def _retried() -> str:
+    """What the Sender retries, in words: "408, 409, ... and 504" (from its own list)."""
+    codes = [str(s) for s in sorted(RETRY_STATUSES)]
+    return ", ".join(codes[:-1]) + " and " + codes[-1] if len(codes) > 1 else "".join(codes)
+
+
 def register(sub: "argparse._SubParsersAction[Any]", fmt: Any) -> None:
     """Add ``send`` and ``replay`` to the command line."""
     p = sub.add_parser(
         "send",
         help="sign and send one event, with retries",
         description="Sign and POST one event to URL in the webhooklite envelope "
-        '({"event": EVENT, <DATA\'s fields>, "time": ...}), retrying connection errors, timeouts, 408, 425, '
-        "429 and 5xx. Prints the status, attempts, elapsed time and the answer's body.",
+        f'({{"event": EVENT, <DATA\'s fields>, "time": ...}}), retrying connection errors, timeouts and the '
+        f"statuses {_retried()}; any other answer is final. Prints the status, "
+        "attempts, elapsed time and the answer's body.",
         formatter_class=fmt,
         epilog="""examples:
   %(prog)s http://127.0.0.1:8000/ payment.completed '{"order_id": "ABC123", "amount": 25.00}' --secret whsec_...
