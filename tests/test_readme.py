@@ -74,3 +74,46 @@ def test_store_example_in_two_terminals():
     finally:
         notifier.kill()
         notifier.wait()
+
+
+# -- what the repository's text points to is in the repository --------------------------
+
+#: Files that still point to a document the repository does not have, and whose owner
+#: (another branch) removes the reference; the lead deletes the entry at the merge.
+POINTS_OUTSIDE = {"webhooklite/sender.py": "DESIGN.md"}
+
+
+def _texts():
+    for folder in ("webhooklite", "tests", "examples", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix in (".py", ".md", ".sh", ".lua", ".txt") and "__pycache__" not in path.parts:
+                yield path
+    yield ROOT / "README.md"
+
+
+def test_every_document_and_module_the_text_names_is_in_the_repository():
+    """A comment that says "see SOMETHING.md" or "the format is in webhooklite/x.py" must lead somewhere."""
+    missing = []
+    for path in _texts():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "tests/test_readme.py":
+            continue  # this file names them to check them
+        text = path.read_text(encoding="utf-8")
+        for name in sorted(set(re.findall(r"(?<![\w/.:-])((?:[\w.-]+/)*[A-Z][A-Z_-]*\.md)\b", text))):
+            if not ((ROOT / name).exists() or (path.parent / name).exists()) and POINTS_OUTSIDE.get(rel) != name:
+                missing.append(f"{rel} names {name}")
+        for name in sorted(set(re.findall(r"\b(webhooklite/[\w/]+\.py)\b", text))):
+            if not (ROOT / name).exists():
+                missing.append(f"{rel} names {name}")
+    assert missing == []
+    for rel, name in POINTS_OUTSIDE.items():
+        assert name in (ROOT / rel).read_text(encoding="utf-8"), f"{rel} no longer names {name}: drop the entry"
+
+
+def test_headers_exports_only_what_the_package_uses():
+    import webhooklite.headers
+
+    others = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "webhooklite").rglob("*.py")
+                     if p.name != "headers.py")
+    unused = [name for name in webhooklite.headers.__all__ if not re.search(rf"\b{name}\b", others)]
+    assert unused == []
