@@ -51,7 +51,7 @@ def test_store_example_in_two_terminals():
     port = str(s.getsockname()[1])
     s.close()
     notifier = subprocess.Popen(
-        [sys.executable, "examples/store_notify.py", "notifier", "--port", port],
+        [sys.executable, "examples/store_notify.py", "notifier", "--demo", "--port", port],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -59,7 +59,7 @@ def test_store_example_in_two_terminals():
         deadline = time.monotonic() + 10
         while True:  # the notifier may take a moment to bind
             store = subprocess.run(
-                [sys.executable, "examples/store_notify.py", "store", "--port", port],
+                [sys.executable, "examples/store_notify.py", "store", "--demo", "--port", port],
                 cwd=ROOT, capture_output=True, text=True, timeout=30,
             )
             if store.returncode == 0 or time.monotonic() > deadline:
