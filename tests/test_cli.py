@@ -6,16 +6,12 @@ SIGINT/SIGTERM (exit 0). Errors must be one line on stderr, never a traceback.
 """
 import json
 import os
-import queue
 import re
 import select
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,15 +21,13 @@ from typing import List, Optional
 import pytest
 
 import webhooklite
+from clitools import CMD, ENV, Proc, blocks_for, free_port, sent_id
 from conftest import LoopbackServer
 from webhooklite import Receiver, Retry, Sender
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_c3RvcmUtbm90aWZ5LWRlbW8tc2VjcmV0LTMyYnl0ZXM="
 OTHER = "whsec_b3RoZXItc2VjcmV0LWZvci10aGUtY2xpLXRlc3Rz"
-ENV = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-ENV["PYTHONPATH"] = str(ROOT)
-CMD = [sys.executable, "-m", "webhooklite"]
 
 
 def cli(*args: str, input: Optional[str] = None, timeout: float = 20, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -49,78 +43,6 @@ def one_line_error(out: subprocess.CompletedProcess, code: int) -> str:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     return lines[0]
-
-
-class Proc:
-    """A long-running command whose stdout is read line by line in the background."""
-
-    def __init__(self, argv: List[str], cwd: Path = ROOT) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=ENV
-        )
-        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self.seen: List[str] = []
-        self.err: List[str] = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, put) -> None:
-        for line in stream:
-            put(line)
-        put(None)
-
-    def line(self, timeout: float = 10) -> str:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output in {timeout} s; so far: {''.join(self.seen)!r}") from None
-        assert line is not None, f"the process ended: {''.join(self.seen)!r} {''.join(self.err)!r}"
-        self.seen.append(line)
-        return line
-
-    def wait_for(self, text: str, timeout: float = 10) -> str:
-        """Read until `text` has been printed; return everything printed so far."""
-        deadline = time.monotonic() + timeout
-        while text not in "".join(self.seen):
-            self.line(max(0.01, deadline - time.monotonic()))
-        return "".join(self.seen)
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        while True:  # the rest of the output
-            try:
-                line = self.lines.get(timeout=5)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
-        return code
-
-    def blocks(self, msg_id: str, count: int = 1, timeout: float = 10) -> List[str]:
-        """Wait until `count` whole delivery blocks for `msg_id` are printed; return them all."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = blocks_for("\n\n".join(self.output.split("\n\n")[:-1]), msg_id)  # whole blocks only
-            if len(found) >= count:
-                return found
-            self.line(max(0.01, deadline - time.monotonic()))
-
-    @property
-    def output(self) -> str:
-        return "".join(self.seen)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(e for e in self.err if e is not None)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 class Listen(Proc):
@@ -140,21 +62,6 @@ class Listen(Proc):
 
     def __exit__(self, *exc) -> None:
         self.kill()
-
-
-def blocks_for(output: str, msg_id: str) -> List[str]:
-    """The delivery blocks listen printed for one message id."""
-    return [b for b in output.split("\n\n") if msg_id in b.split("\n", 1)[0]]
-
-
-def sent_id(stdout: str) -> str:
-    return re.search(r"id: (msg_[\w-]+)", stdout).group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class App:
@@ -745,84 +652,3 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(no_color):
             proc.wait(5)
         os.close(master)
         proc.stderr.close()
-
-
-# -- the README walk-through runs as written -------------------------------------------
-
-
-def readme_commands() -> List[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Try it by hand\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
-    return [line for block in blocks for line in block.splitlines() if line.strip()]
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="the README's commands are shell commands")
-def test_readme_try_it_by_hand_commands_work(tmp_path):
-    commands = readme_commands()
-    # (what it is, what it must end with): keep in step with README.md.
-    expected = ["listen", 0, 1, "listen", (0, 1), "notifier", "listen", 0, 0, 0]
-    kinds = ["listen" if " listen " in c else "notifier" if "notifier" in c else c.split()[3] for c in commands]
-    assert kinds == ["listen", "send", "send", "listen", "send", "notifier", "listen", "send", "verify", "replay"]
-    py = shlex.quote(sys.executable)
-    app_port = str(free_port())
-
-    def shell(cmd: str, url: Optional[str]) -> str:
-        cmd = cmd.replace("python3 -m webhooklite", f"{py} -m webhooklite")
-        cmd = cmd.replace("python3 examples/", f"{py} {shlex.quote(str(ROOT))}/examples/")
-        cmd = cmd.replace("--port 8000", "--port 0").replace("9000", app_port)
-        return cmd.replace("http://127.0.0.1:8000/", url) if url else cmd
-
-    listens: List[Proc] = []
-    notifier: Optional[Proc] = None
-    url = None
-    sends = []  # (listen, message id, attempts, exit status)
-    try:
-        for kind, cmd, want in zip(kinds, commands, expected):
-            if kind == "listen":
-                if listens:
-                    assert listens[-1].stop() == 0, listens[-1].stderr
-                listens.append(Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path))
-                url = listens[-1].line().strip()
-                assert url.startswith("http://127.0.0.1:"), url
-            elif kind == "notifier":
-                notifier = Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path)
-                assert "waiting for orders" in notifier.line()
-                deadline = time.monotonic() + 10
-                while True:  # it prints before it binds
-                    try:
-                        socket.create_connection(("127.0.0.1", int(app_port)), timeout=1).close()
-                        break
-                    except OSError:
-                        assert time.monotonic() < deadline
-                        time.sleep(0.05)
-            else:
-                out = subprocess.run(["bash", "-c", shell(cmd, url)], capture_output=True, text=True,
-                                     timeout=30, cwd=tmp_path, env=ENV)
-                assert out.returncode in (want if isinstance(want, tuple) else (want,)), (cmd, out.stdout, out.stderr)
-                assert "Traceback" not in out.stderr
-                if kind == "send":
-                    msg_id = sent_id(out.stdout)
-                    attempts = int(re.search(r"attempts: (\d+)", out.stdout).group(1))
-                    listens[-1].blocks(msg_id, attempts)
-                    sends.append((listens[-1], msg_id, attempts, out.returncode))
-        assert notifier is not None
-        notifier.wait_for("New order! Item: Blue T-Shirt, $25. Customer: Jane D.")
-        time.sleep(0.1)
-        assert listens[-1].stop() == 0
-        assert notifier.stop() == 0
-        # Terminal 1 explained the second send's bad signature...
-        ((_, bad_id, _, _),) = [s for s in sends if s[3] == 1 and s[0] is listens[0]]
-        (block,) = blocks_for(listens[0].output, bad_id)
-        assert "BAD SIGNATURE: signature does not match" in block
-        # ... showed every attempt of the retried one ...
-        ((retried, retry_id, attempts, _),) = [s for s in sends if s[0] is listens[1]]
-        assert len(blocks_for(retried.output, retry_id)) == attempts
-        # ... and the notifier got the forwarded send, then the replay (a new id: not a duplicate).
-        assert notifier.output.count("New order! Item: Blue T-Shirt, $25. Customer: Jane D.") == 2
-        assert "from http://127.0.0.1:" + app_port in listens[-1].output
-        assert len(list((tmp_path / "deliveries").glob("*.json"))) == 1
-    finally:
-        for p in listens + [notifier]:
-            if p is not None:
-                p.kill()
