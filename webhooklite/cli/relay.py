@@ -4,7 +4,7 @@
 they were given (no signing, no retry): :func:`post` is that request, the one
 place the command line opens an HTTP connection of its own.
 """
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Set, Tuple
 from urllib.parse import urlsplit
 
 from ..sender import RESPONSE_CAP, _describe
@@ -27,7 +27,7 @@ def relay_headers(h: Mapping[str, str]) -> Dict[str, str]:
     ``Connection: close, X-Internal-Token``. ``h`` may have one ``Connection``
     value with repeated lines already joined by ``", "`` (as :class:`Headers`).
     """
-    named = set()
+    named: Set[str] = set()
     for k, v in h.items():
         if k.lower() == "connection":
             named.update(t.strip().lower() for t in v.split(","))
