@@ -3,6 +3,10 @@
     python3 examples/github_receiver.py --demo     # GitHub's deliveries, signed like GitHub signs them
     GITHUB_WEBHOOK_SECRET=... python3 examples/github_receiver.py --port 8000
 
+Without ``--demo`` it needs the webhook's secret in ``GITHUB_WEBHOOK_SECRET``
+and refuses to start without it: the demo's built-in secret is GitHub's
+documentation example, which anyone can sign a forged delivery with.
+
 On GitHub: repository Settings -> Webhooks -> Add webhook, payload URL
 ``https://<your host>/github``, content type ``application/json`` (the form
 encoding works too), the same secret, events "Issues" and "Pushes".
@@ -30,10 +34,11 @@ except ImportError:  # run from a clone without installing: use the folder next 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import webhooklite
 
-SECRET = os.environ.get("GITHUB_WEBHOOK_SECRET", "It's a Secret to Everybody")
+#: The demo's secret (GitHub's documentation example): public, so for --demo only.
+DEMO_SECRET = "It's a Secret to Everybody"
 
 
-def make_receiver(secret: str = SECRET) -> webhooklite.Receiver:
+def make_receiver(secret: str) -> webhooklite.Receiver:
     """The app that listens to GitHub."""
     receiver = webhooklite.Receiver(secret, scheme="github", path="/github")
 
@@ -111,7 +116,8 @@ def push() -> dict:
     }
 
 
-def deliver_like_github(url: str, event: str, payload: dict, delivery: str, secret: str = SECRET) -> Tuple[int, bytes]:
+def deliver_like_github(url: str, event: str, payload: dict, delivery: str,
+                        secret: str = DEMO_SECRET) -> Tuple[int, bytes]:
     """POST ``payload`` the way GitHub does; return the answer's status and body."""
     body = json.dumps(payload, indent=2).encode()  # GitHub's bytes are its own: verify them as they come
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -134,7 +140,7 @@ def deliver_like_github(url: str, event: str, payload: dict, delivery: str, secr
 
 
 def demo() -> int:
-    with make_receiver().start(port=0) as server:
+    with make_receiver(DEMO_SECRET).start(port=0) as server:
         issue_delivery = str(uuid.uuid4())
         answers = [
             ("issues", deliver_like_github(server.url, "issues", issues_opened(), issue_delivery)),
@@ -157,8 +163,14 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING if args.demo else logging.INFO, format="%(name)s: %(message)s")
     if args.demo:
         return demo()
+    secret = os.environ.get("GITHUB_WEBHOOK_SECRET")
+    if not secret:
+        parser.error("set GITHUB_WEBHOOK_SECRET to the webhook's secret (or try --demo, which uses a built-in one)")
+    if secret == DEMO_SECRET:
+        parser.error("GITHUB_WEBHOOK_SECRET is the demo's public secret: use the real one (or --demo)")
+    receiver = make_receiver(secret)
     print(f"listening for GitHub on http://{args.host}:{args.port}/github (Ctrl-C to stop)", flush=True)
-    make_receiver().serve(args.host, args.port)
+    receiver.serve(args.host, args.port)
     return 0
 
 

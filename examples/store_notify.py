@@ -1,11 +1,19 @@
 """The brief's story: a store's payment tool tells a notifier about each sale.
 
-    python3 examples/store_notify.py            # both halves in one process
-    python3 examples/store_notify.py notifier   # terminal 1: wait for orders on :8000
-    python3 examples/store_notify.py store      # terminal 2: a customer buys a T-shirt
+    python3 examples/store_notify.py                   # both halves in one process
+    python3 examples/store_notify.py notifier --demo   # terminal 1: wait for orders on :8000
+    python3 examples/store_notify.py store --demo      # terminal 2: a customer buys a T-shirt
 
 The store (App A) signs a ``payment.completed`` event and POSTs it; the notifier
 (App B) checks the signature and prints the order.
+
+The two halves share a secret. On its own, each half talks to a port other
+programs can reach, so it needs ``WEBHOOK_SECRET`` (the same in both
+terminals; ``python3 -m webhooklite secret`` makes one) and refuses to run
+without it; ``--demo`` uses the built-in secret instead, which is written
+here for anyone to sign with. With no role, both halves run in this one
+process over a loopback port that is open for a moment: that is the demo
+itself, so the built-in secret is used without ``--demo``.
 """
 import argparse
 import os
@@ -19,9 +27,9 @@ except ImportError:  # run from a clone without installing: use the folder next 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import webhooklite
 
-# Both apps know this secret. A real one comes from webhooklite.generate_secret()
-# (or `python -m webhooklite secret`) and lives in an environment variable.
-SECRET = os.environ.get("WEBHOOK_SECRET", "whsec_c3RvcmUtbm90aWZ5LWRlbW8tc2VjcmV0LTMyYnl0ZXM=")
+#: The demo's secret: public, so for the demo (and --demo) only. A real one comes from
+#: webhooklite.generate_secret() (or `python -m webhooklite secret`) and lives in WEBHOOK_SECRET.
+DEMO_SECRET = "whsec_c3RvcmUtbm90aWZ5LWRlbW8tc2VjcmV0LTMyYnl0ZXM="
 
 ORDER = {
     "order_id": "ABC123",
@@ -37,9 +45,9 @@ def money(amount: float) -> str:
     return "$" + (text[:-3] if text.endswith(".00") else text)
 
 
-def make_notifier() -> webhooklite.Receiver:
+def make_notifier(secret: str) -> webhooklite.Receiver:
     """App B: the little notification tool."""
-    receiver = webhooklite.Receiver(SECRET)
+    receiver = webhooklite.Receiver(secret)
 
     @receiver.on("payment.completed")
     def new_order(event: webhooklite.Event) -> None:
@@ -51,9 +59,9 @@ def make_notifier() -> webhooklite.Receiver:
     return receiver
 
 
-def store(url: str) -> int:
+def store(url: str, secret: str) -> int:
     """App A: the store's payment tool sends the sale."""
-    delivery = webhooklite.send(url, "payment.completed", ORDER, secret=SECRET)
+    delivery = webhooklite.send(url, "payment.completed", ORDER, secret=secret)
     if not delivery.ok:
         print(f"store: could not tell the notifier: {delivery.error}", file=sys.stderr)
         return 1
@@ -66,21 +74,35 @@ def main() -> int:
     parser.add_argument("role", nargs="?", choices=["notifier", "store"], help="run one half only")
     parser.add_argument("--port", type=int, default=8000, help="notifier port (default 8000)")
     parser.add_argument("--url", default=None, help="where the store sends (default http://127.0.0.1:PORT/)")
+    parser.add_argument("--demo", action="store_true", help="use the built-in secret (public: for trying it only)")
     args = parser.parse_args()
+    secret = DEMO_SECRET if args.demo or args.role is None else os.environ.get("WEBHOOK_SECRET", "")
+    if not secret:
+        parser.error("set WEBHOOK_SECRET to the secret the store and the notifier share (or try --demo, "
+                     "which uses a built-in one)")
+    if secret == DEMO_SECRET and not (args.demo or args.role is None):
+        parser.error("WEBHOOK_SECRET is the demo's public secret: use your own (or --demo)")
 
     if args.role == "notifier":
+        try:
+            notifier = make_notifier(secret)
+        except ValueError as e:  # a malformed whsec_ secret
+            parser.error(f"WEBHOOK_SECRET: {e}")
         print(f"notifier: waiting for orders on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
-        make_notifier().serve(port=args.port)
+        notifier.serve(port=args.port)
         return 0
     if args.role == "store":
-        return store(args.url or f"http://127.0.0.1:{args.port}/")
+        try:
+            return store(args.url or f"http://127.0.0.1:{args.port}/", secret)
+        except ValueError as e:
+            parser.error(f"WEBHOOK_SECRET: {e}")
 
     # Both halves: the notifier on a free port in the background, then one sale.
     notified = threading.Event()
-    receiver = make_notifier()
+    receiver = make_notifier(secret)
     receiver.on("payment.completed", lambda event: notified.set())
     with receiver.start(port=0) as server:
-        status = store(server.url)
+        status = store(server.url, secret)
     return status if notified.is_set() or status else 1
 
 

@@ -3,6 +3,10 @@
     python3 examples/stripe_receiver.py --demo     # Stripe's events, signed like Stripe signs them
     STRIPE_WEBHOOK_SECRET=whsec_... python3 examples/stripe_receiver.py --port 8000
 
+Without ``--demo`` it needs the endpoint's signing secret in
+``STRIPE_WEBHOOK_SECRET`` and refuses to start without it: the demo's
+built-in secret is in this file, so anyone could sign a forged event with it.
+
 On Stripe: Developers -> Webhooks -> Add endpoint ``https://<your host>/stripe``
 with the events ``payment_intent.succeeded`` and ``checkout.session.completed``,
 then copy its signing secret (``whsec_...``, used whole). Locally, the Stripe CLI
@@ -30,7 +34,8 @@ except ImportError:  # run from a clone without installing: use the folder next 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import webhooklite
 
-SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_5f8c1e2d3b4a69788766554433221100aabbccdd")
+#: The demo's secret: written here for everyone to read, so for --demo only.
+DEMO_SECRET = "whsec_5f8c1e2d3b4a69788766554433221100aabbccdd"
 
 
 def money(cents: int, currency: str) -> str:
@@ -39,7 +44,7 @@ def money(cents: int, currency: str) -> str:
     return f"{symbol}{cents / 100:,.2f} {currency.upper()}"
 
 
-def make_receiver(secret: str = SECRET) -> webhooklite.Receiver:
+def make_receiver(secret: str) -> webhooklite.Receiver:
     """The app that listens to Stripe."""
     receiver = webhooklite.Receiver(secret, scheme="stripe", path="/stripe")
 
@@ -113,7 +118,7 @@ def checkout_session_completed(created: int) -> dict:
     }
 
 
-def deliver_like_stripe(url: str, event: dict, secret: str = SECRET) -> Tuple[int, bytes]:
+def deliver_like_stripe(url: str, event: dict, secret: str = DEMO_SECRET) -> Tuple[int, bytes]:
     """POST ``event`` the way Stripe does; return the answer's status and body."""
     body = json.dumps(event, indent=2).encode()  # Stripe's bytes are its own: verify them as they come
     t = int(time.time())
@@ -133,7 +138,7 @@ def deliver_like_stripe(url: str, event: dict, secret: str = SECRET) -> Tuple[in
 
 def demo() -> int:
     now = int(time.time())
-    with make_receiver().start(port=0) as server:
+    with make_receiver(DEMO_SECRET).start(port=0) as server:
         answers = [
             ("payment_intent.succeeded", deliver_like_stripe(server.url, payment_intent_succeeded(now))),
             ("checkout.session.completed", deliver_like_stripe(server.url, checkout_session_completed(now))),
@@ -156,8 +161,15 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING if args.demo else logging.INFO, format="%(name)s: %(message)s")
     if args.demo:
         return demo()
+    secret = os.environ.get("STRIPE_WEBHOOK_SECRET")
+    if not secret:
+        parser.error("set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_...), or try --demo, "
+                     "which uses a built-in one")
+    if secret == DEMO_SECRET:
+        parser.error("STRIPE_WEBHOOK_SECRET is the demo's public secret: use the real one (or --demo)")
+    receiver = make_receiver(secret)
     print(f"listening for Stripe on http://{args.host}:{args.port}/stripe (Ctrl-C to stop)", flush=True)
-    make_receiver().serve(args.host, args.port)
+    receiver.serve(args.host, args.port)
     return 0
 
 

@@ -6,16 +6,12 @@ SIGINT/SIGTERM (exit 0). Errors must be one line on stderr, never a traceback.
 """
 import json
 import os
-import queue
 import re
 import select
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,14 +21,13 @@ from typing import List, Optional
 import pytest
 
 import webhooklite
+from clitools import CMD, ENV, Proc, blocks_for, free_port, sent_id
+from conftest import LoopbackServer
 from webhooklite import Receiver, Retry, Sender
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_c3RvcmUtbm90aWZ5LWRlbW8tc2VjcmV0LTMyYnl0ZXM="
 OTHER = "whsec_b3RoZXItc2VjcmV0LWZvci10aGUtY2xpLXRlc3Rz"
-ENV = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-ENV["PYTHONPATH"] = str(ROOT)
-CMD = [sys.executable, "-m", "webhooklite"]
 
 
 def cli(*args: str, input: Optional[str] = None, timeout: float = 20, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -48,78 +43,6 @@ def one_line_error(out: subprocess.CompletedProcess, code: int) -> str:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     return lines[0]
-
-
-class Proc:
-    """A long-running command whose stdout is read line by line in the background."""
-
-    def __init__(self, argv: List[str], cwd: Path = ROOT) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=ENV
-        )
-        self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self.seen: List[str] = []
-        self.err: List[str] = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, put) -> None:
-        for line in stream:
-            put(line)
-        put(None)
-
-    def line(self, timeout: float = 10) -> str:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output in {timeout} s; so far: {''.join(self.seen)!r}") from None
-        assert line is not None, f"the process ended: {''.join(self.seen)!r} {''.join(self.err)!r}"
-        self.seen.append(line)
-        return line
-
-    def wait_for(self, text: str, timeout: float = 10) -> str:
-        """Read until `text` has been printed; return everything printed so far."""
-        deadline = time.monotonic() + timeout
-        while text not in "".join(self.seen):
-            self.line(max(0.01, deadline - time.monotonic()))
-        return "".join(self.seen)
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        while True:  # the rest of the output
-            try:
-                line = self.lines.get(timeout=5)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
-        return code
-
-    def blocks(self, msg_id: str, count: int = 1, timeout: float = 10) -> List[str]:
-        """Wait until `count` whole delivery blocks for `msg_id` are printed; return them all."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = blocks_for("\n\n".join(self.output.split("\n\n")[:-1]), msg_id)  # whole blocks only
-            if len(found) >= count:
-                return found
-            self.line(max(0.01, deadline - time.monotonic()))
-
-    @property
-    def output(self) -> str:
-        return "".join(self.seen)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(e for e in self.err if e is not None)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 class Listen(Proc):
@@ -139,21 +62,6 @@ class Listen(Proc):
 
     def __exit__(self, *exc) -> None:
         self.kill()
-
-
-def blocks_for(output: str, msg_id: str) -> List[str]:
-    """The delivery blocks listen printed for one message id."""
-    return [b for b in output.split("\n\n") if msg_id in b.split("\n", 1)[0]]
-
-
-def sent_id(stdout: str) -> str:
-    return re.search(r"id: (msg_[\w-]+)", stdout).group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class App:
@@ -328,6 +236,29 @@ def test_forward_to_reaches_the_app_with_a_signature_that_still_verifies():
         assert listen.stop() == 0
 
 
+def test_forward_to_drops_the_headers_the_connection_header_names(tmp_path):
+    body = webhooklite.events.encode_event("payment.completed", {"order_id": "ABC127"})
+    signed = [f"{k}: {v}".encode() for k, v in webhooklite.sign(body, SECRET, msg_id="msg_hop").items()]
+    hop = [b"Connection: X-Hop-Token, x-upstream-route", b"X-Hop-Token: internal-only", b"X-Upstream-Route: a",
+           b"Keep-Alive: timeout=5", b"X-Kept: yes", b"Content-Type: application/json"]
+    with App() as app, Listen("--secret", SECRET, "--forward-to", app.url, "--save", str(tmp_path / "d")) as listen:
+        answer = raw_post(listen.url, b"/", signed + hop, body)  # raw_post adds "Connection: close" too
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        (event,) = app.events  # the signature still verified at the app
+        assert event.id == "msg_hop" and event.headers["x-kept"] == "yes"
+        for name in ("x-hop-token", "x-upstream-route", "keep-alive", "connection"):
+            assert name not in event.headers, (name, dict(event.headers))
+        assert listen.stop() == 0
+    # replay relays the same way: from the saved file, the named headers stay behind.
+    (saved,) = (tmp_path / "d").iterdir()
+    assert "x-hop-token" in json.loads(saved.read_text())["headers"]  # saved as received
+    with App() as app:
+        out = cli("replay", str(saved), app.url)
+        assert out.returncode == 0, out.stdout + out.stderr
+        (event,) = app.events
+        assert event.id == "msg_hop" and "x-hop-token" not in event.headers and event.headers["x-kept"] == "yes"
+
+
 # -- save, verify, replay -----------------------------------------------------------
 
 
@@ -397,6 +328,54 @@ def test_save_then_verify_then_replay(tmp_path):
         assert "--new-id needs --secret" in one_line_error(out, 2)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("umask", [0o000, 0o277])
+def test_saved_deliveries_are_private_whatever_the_umask(tmp_path, umask):
+    made, existing = tmp_path / "new" / "deliveries", tmp_path / "existing"
+    existing.mkdir()
+    existing.chmod(0o755)
+    for folder in (made, existing):
+        cmd = " ".join(shlex.quote(a) for a in CMD + ["listen", "--port", "0", "--save", str(folder)])
+        listen = Proc(["bash", "-c", f"umask {umask:03o} && exec {cmd}"])
+        try:
+            url = listen.line().strip()
+            d = Sender(url, headers={"Authorization": "Bearer s3cret"}).send("ping", {})
+            assert d.ok, d.error
+            listen.blocks(d.id)
+            assert listen.stop() == 0, listen.stderr
+        finally:
+            listen.kill()
+        (saved,) = folder.iterdir()
+        assert json.loads(saved.read_text())["headers"]["authorization"] == "Bearer s3cret"
+        assert oct(saved.stat().st_mode & 0o777) == oct(0o600)
+    assert oct(made.stat().st_mode & 0o777) == oct(0o700)  # made by listen: private
+    assert oct(existing.stat().st_mode & 0o777) == oct(0o755)  # the user's own folder: left alone
+    out = cli("listen", "--port", "0", "--save", str(saved))
+    assert "--save: cannot make the folder" in one_line_error(out, 2) and "not a folder" in out.stderr
+
+
+def test_replay_new_id_refuses_stripe_whose_receivers_dedupe_on_the_signed_body_id(tmp_path):
+    stripe_secret = "whsec_test_cli_stripe"
+    body = json.dumps({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {}}}).encode()
+    headers = dict(webhooklite.sign(body, stripe_secret, scheme="stripe"), **{"content-type": "application/json"})
+    path = tmp_path / "evt.json"
+    path.write_text(json.dumps({"headers": headers, "body": body.decode()}))
+    with App(stripe_secret, scheme="stripe") as app:
+        out = cli("replay", str(path), app.url, "--secret", stripe_secret)
+        assert out.returncode == 0 and '"status":"ok"' in out.stdout, out.stdout + out.stderr
+        out = cli("replay", str(path), app.url, "--secret", stripe_secret, "--new-id")
+        error = one_line_error(out, 2)  # not "0, duplicate": it could never have made it new
+        assert "--new-id cannot make a Stripe delivery new" in error and 'change "id" in the body' in error
+        assert out.stdout == "" and len(app.events) == 1
+        # What the error says to do works: a new id in the body, re-signed.
+        path.write_text(path.read_text().replace("evt_1", "evt_2"))
+        out = cli("replay", str(path), app.url, "--secret", stripe_secret)
+        assert out.returncode == 0 and '"status":"ok"' in out.stdout, out.stdout + out.stderr
+        assert [e.id for e in app.events] == ["evt_1", "evt_2"]
+    out = cli("replay", "--help")
+    assert "Not with stripe" in " ".join(out.stdout.split())
+
+
 # -- send's inputs -------------------------------------------------------------------
 
 
@@ -427,6 +406,19 @@ def test_send_reads_data_from_text_file_and_stdin_with_headers_raw_and_schemes(t
                   "--secret", "It's a Secret to Everybody")
         assert out.returncode == 0, out.stdout + out.stderr
         assert app.events[-1].type == "issues.opened"
+
+
+def test_send_help_names_exactly_the_statuses_it_retries(scripted):
+    text = " ".join(cli("send", "--help").stdout.split())
+    assert "5xx" not in text
+    named = re.search(r"retrying connection errors, timeouts and the statuses ([\d, and]+);", text).group(1)
+    listed = {int(n) for n in re.findall(r"\d+", named)}
+    assert listed == set(webhooklite.sender.RETRY_STATUSES)
+    for status in sorted(listed) + [400, 404, 501, 505]:  # what it says, against a real server
+        server = scripted([status])
+        out = cli("send", server.url, "ping", "--retries", "1", "--backoff", "0")
+        assert out.returncode == 1 and "attempts: " in out.stdout, out.stdout + out.stderr
+        assert len(server.requests) == (2 if status in listed else 1), (status, out.stdout)
 
 
 def test_sender_headers_ignore_case_and_leave_the_signature_alone():
@@ -469,6 +461,9 @@ def test_errors_are_one_line_with_the_right_exit_status(tmp_path):
     (tmp_path / "not-saved.json").write_text("[1, 2]")
     out = cli("replay", str(tmp_path / "not-saved.json"), closed)
     assert "is not a saved delivery" in one_line_error(out, 2)
+    (tmp_path / "surrogate.json").write_text('{"headers": {}, "body": "\\ud800"}')
+    out = cli("verify", str(tmp_path / "surrogate.json"), "--secret", SECRET)
+    assert "lone surrogate" in one_line_error(out, 2)
 
     out = cli("send", closed, "ping", "--secret", "whsec_dG9vLXNob3J0")
     assert "--secret: the 'whsec_' secret decodes to 9 bytes" in one_line_error(out, 2)
@@ -491,6 +486,127 @@ def test_errors_are_one_line_with_the_right_exit_status(tmp_path):
         ((), "COMMAND"),
     ]:
         assert words in one_line_error(cli(*args), 2), args
+
+
+# -- what a sender must never reach: the operator's terminal -------------------------
+
+#: Characters that must never reach a terminal raw: every control character (C0, DEL and
+#: C1, where 8-bit CSI and OSC live), bidi overrides and isolates, and the other format
+#: characters and separators that hide or reorder text; lone surrogates too.
+UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+
+def unsafe_chars(text: str) -> List[str]:
+    import unicodedata
+
+    return sorted({c for c in text if c not in "\n" and unicodedata.category(c) in UNSAFE_CATEGORIES})
+
+
+HOSTILE = ["\x1b]0;owned\x07", "\x9b31m", "\x9d0;owned\x9c", "\x7f", "\u202egnp.exe", "\u2066x\u2069",
+           "\u200b", "\u2028", "\ufeff", "\xad", "\U000e0041"]
+
+
+def raw_post(url: str, target: bytes, headers: List[bytes], body: bytes) -> bytes:
+    """One POST written byte for byte (http.client refuses to write what a hostile sender would)."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        head = b"POST " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        head += b"".join(h + b"\r\n" for h in headers) + b"Content-Length: %d\r\n\r\n" % len(body)
+        s.sendall(head + body)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+
+
+def test_listen_escapes_every_control_and_bidi_character_a_sender_sends():
+    with Listen() as listen:
+        listen.line()
+        # JSON: hostile keys, strings and event type; a lone surrogate escape; an id and a path with C1 bytes.
+        fields = {f"key{n}{h}": f"value{n}{h}" for n, h in enumerate(HOSTILE)}
+        body = json.dumps(dict(fields, event="pay\u202ement", list=["\x9b2J", "SURROGATE"]), ensure_ascii=False)
+        body = body.replace("SURROGATE", "\\ud800").encode("utf-8")
+        answer = raw_post(listen.url, b"/hooks\x85", [b"Content-Type: application/json",
+                                                       b"webhook-id: msg_hostile\x9b\x1b[2J"], body)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        # Not JSON: shown as text, over several lines.
+        text = ("line one\n" + "".join(HOSTILE) + "\nline three").encode("utf-8")
+        answer = raw_post(listen.url, b"/", [b"Content-Type: text/plain", b"webhook-id: msg_text"], text)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        (json_block,) = listen.blocks("msg_hostile")
+        (text_block,) = listen.blocks("msg_text")
+        assert listen.stop() == 0
+    assert unsafe_chars(listen.output) == [], listen.output
+    # Shown escaped, so the operator sees what was sent; JSON strings in JSON's own escapes.
+    assert r"POST /hooks\x85  pay\u202ement  msg_hostile\x9b\x1b[2J" in json_block
+    assert r'"key1\u009b31m": "value1\u009b31m"' in json_block
+    assert r'"key0\u001b]0;owned\u0007"' in json_block and r'"\u009b2J"' in json_block
+    assert r'"key4\u202egnp.exe"' in json_block and r'"value10\udb40\udc41"' in json_block
+    assert r'"\ud800"' in json_block
+    assert "  line one\n  " + r"\x1b]0;owned\x07\x9b31m\x9d0;owned\x9c\x7f\u202egnp.exe" in text_block
+    assert "\n  line three" in text_block
+
+
+def test_one_escaping_rule_covers_every_unsafe_character_this_python_knows():
+    import unicodedata
+
+    from webhooklite.cli.output import clean
+
+    every = "".join(chr(n) for n in range(0x110000))
+    unsafe = [c for c in every if unicodedata.category(c) in UNSAFE_CATEGORIES]
+    assert len(unsafe) > 2000  # C0, C1, the surrogates, the format characters...
+    assert unsafe_chars(clean(every) + clean(every, in_json=True)) == [] and "\n" not in clean(every)
+    assert unsafe_chars(clean(every, keep_lines=True)) == ["\t"]  # and "\n": a body's own lines
+    assert clean("é ü 日本 🙂 tab\there") == "é ü 日本 🙂 tab\\x09here"  # the rest stays readable
+    assert clean("a\tb\nc\x85", keep_lines=True) == "a\tb\nc\\x85"
+    hostile = "\x85\u202e\U000e0041"
+    assert json.loads(clean(json.dumps(hostile, ensure_ascii=False), in_json=True)) == hostile  # still JSON
+
+
+def test_table_and_json_output_escape_their_cells():
+    import io
+
+    from webhooklite.cli.output import Style, print_json, table
+
+    lines = table(["ID", "URL", "LAST ERROR"], [[1, "https://a.example/", None], [12, "x", "bad\x1b[2J\u202e"]])
+    assert lines == ["ID  URL                 LAST ERROR",
+                     "1   https://a.example/  -",
+                     "12  x                   bad\\x1b[2J\\u202e"]
+    assert table(["A"], [], Style(True)) == ["\x1b[1mA\x1b[0m"]
+    with pytest.raises(ValueError):
+        table(["A", "B"], [[1]])
+    out = io.StringIO()
+    print_json({"error": "bad\x9b\u202e", "n": 1}, out)
+    assert out.getvalue().isascii() and json.loads(out.getvalue()) == {"error": "bad\x9b\u202e", "n": 1}
+
+
+class HostileApp(LoopbackServer):
+    """An endpoint whose status line, Location and body try to drive the terminal."""
+
+    def respond(self, conn, method, path, headers, body):
+        payload = ("answered: " + "".join(HOSTILE)).encode("utf-8")
+        head = ("HTTP/1.1 302 Fo\x1b]0;und\x07\r\nLocation: http://127.0.0.1/\x1b]0;owned\x07\x9b31m\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+        conn.sendall(head.encode("latin-1") + payload)
+        return False
+
+
+def test_send_and_replay_escape_what_the_server_answers(tmp_path):
+    app = HostileApp()
+    try:
+        out = cli("send", app.base + "/", "ping", "--retries", "0")
+        assert unsafe_chars(out.stdout + out.stderr) == [], out.stdout + out.stderr
+        assert "redirect to http://127.0.0.1/" in one_line_error(out, 1)
+        assert r"answered: \x1b]0;owned\x07\x9b31m" in out.stdout
+        saved = tmp_path / "d.json"
+        saved.write_text(json.dumps({"headers": {"content-type": "application/json"}, "body": "{}"}))
+        out = cli("replay", str(saved), app.base + "/")
+        assert unsafe_chars(out.stdout + out.stderr) == [], out.stdout + out.stderr
+        assert "replay answered 302 Found" in one_line_error(out, 1)
+    finally:
+        app.close()
 
 
 # -- colour --------------------------------------------------------------------------
@@ -537,84 +653,3 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(no_color):
             proc.wait(5)
         os.close(master)
         proc.stderr.close()
-
-
-# -- the README walk-through runs as written -------------------------------------------
-
-
-def readme_commands() -> List[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Try it by hand\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
-    return [line for block in blocks for line in block.splitlines() if line.strip()]
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="the README's commands are shell commands")
-def test_readme_try_it_by_hand_commands_work(tmp_path):
-    commands = readme_commands()
-    # (what it is, what it must end with): keep in step with README.md.
-    expected = ["listen", 0, 1, "listen", (0, 1), "notifier", "listen", 0, 0, 0]
-    kinds = ["listen" if " listen " in c else "notifier" if "notifier" in c else c.split()[3] for c in commands]
-    assert kinds == ["listen", "send", "send", "listen", "send", "notifier", "listen", "send", "verify", "replay"]
-    py = shlex.quote(sys.executable)
-    app_port = str(free_port())
-
-    def shell(cmd: str, url: Optional[str]) -> str:
-        cmd = cmd.replace("python3 -m webhooklite", f"{py} -m webhooklite")
-        cmd = cmd.replace("python3 examples/", f"{py} {shlex.quote(str(ROOT))}/examples/")
-        cmd = cmd.replace("--port 8000", "--port 0").replace("9000", app_port)
-        return cmd.replace("http://127.0.0.1:8000/", url) if url else cmd
-
-    listens: List[Proc] = []
-    notifier: Optional[Proc] = None
-    url = None
-    sends = []  # (listen, message id, attempts, exit status)
-    try:
-        for kind, cmd, want in zip(kinds, commands, expected):
-            if kind == "listen":
-                if listens:
-                    assert listens[-1].stop() == 0, listens[-1].stderr
-                listens.append(Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path))
-                url = listens[-1].line().strip()
-                assert url.startswith("http://127.0.0.1:"), url
-            elif kind == "notifier":
-                notifier = Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path)
-                assert "waiting for orders" in notifier.line()
-                deadline = time.monotonic() + 10
-                while True:  # it prints before it binds
-                    try:
-                        socket.create_connection(("127.0.0.1", int(app_port)), timeout=1).close()
-                        break
-                    except OSError:
-                        assert time.monotonic() < deadline
-                        time.sleep(0.05)
-            else:
-                out = subprocess.run(["bash", "-c", shell(cmd, url)], capture_output=True, text=True,
-                                     timeout=30, cwd=tmp_path, env=ENV)
-                assert out.returncode in (want if isinstance(want, tuple) else (want,)), (cmd, out.stdout, out.stderr)
-                assert "Traceback" not in out.stderr
-                if kind == "send":
-                    msg_id = sent_id(out.stdout)
-                    attempts = int(re.search(r"attempts: (\d+)", out.stdout).group(1))
-                    listens[-1].blocks(msg_id, attempts)
-                    sends.append((listens[-1], msg_id, attempts, out.returncode))
-        assert notifier is not None
-        notifier.wait_for("New order! Item: Blue T-Shirt, $25. Customer: Jane D.")
-        time.sleep(0.1)
-        assert listens[-1].stop() == 0
-        assert notifier.stop() == 0
-        # Terminal 1 explained the second send's bad signature...
-        ((_, bad_id, _, _),) = [s for s in sends if s[3] == 1 and s[0] is listens[0]]
-        (block,) = blocks_for(listens[0].output, bad_id)
-        assert "BAD SIGNATURE: signature does not match" in block
-        # ... showed every attempt of the retried one ...
-        ((retried, retry_id, attempts, _),) = [s for s in sends if s[0] is listens[1]]
-        assert len(blocks_for(retried.output, retry_id)) == attempts
-        # ... and the notifier got the forwarded send, then the replay (a new id: not a duplicate).
-        assert notifier.output.count("New order! Item: Blue T-Shirt, $25. Customer: Jane D.") == 2
-        assert "from http://127.0.0.1:" + app_port in listens[-1].output
-        assert len(list((tmp_path / "deliveries").glob("*.json"))) == 1
-    finally:
-        for p in listens + [notifier]:
-            if p is not None:
-                p.kill()

@@ -1,21 +1,38 @@
-"""Every example runs as its docstring says (`--demo`, or no arguments), exits 0 and prints what it did.
+"""Every example runs as its docstring says (`--demo`, or no arguments), exits 0 and prints what it did;
+outside `--demo`, none runs on a secret written in the repository.
 
 Each runs as a subprocess from the repository root, without webhooklite
 installed (the examples fall back to the folder next door), as on a fresh clone.
 """
+import importlib.util
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 import pytest
 
+import webhooklite
+
 ROOT = Path(__file__).resolve().parent.parent
+#: Every variable an example reads: a test sets only the ones it means to.
+EXAMPLE_VARS = ("PYTHONPATH", "WEBHOOK_SECRET", "WEBHOOK_DB", "GITHUB_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET",
+                "SLACK_WEBHOOK_URL")
+
+
+def clean_env(**extra: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in EXAMPLE_VARS}
+    env.update(extra)
+    return env
 
 
 def run(*args, timeout=30):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WEBHOOK_SECRET", "WEBHOOK_DB")}
+    env = clean_env()
     out = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -77,3 +94,160 @@ def test_gunicorn_app_demo_handles_a_retry_on_another_worker_once():
 def test_every_example_explains_itself(name):
     out = run(f"examples/{name}", "--help")
     assert "usage:" in out.stdout
+
+
+# -- outside --demo: the secret comes from the environment, or the example refuses to run --------
+
+#: The secrets written in the examples, which anyone who reads them can sign with.
+BUILT_IN = {
+    "github_receiver.py": "It's a Secret to Everybody",
+    "stripe_receiver.py": "whsec_5f8c1e2d3b4a69788766554433221100aabbccdd",
+    "store_notify.py": "whsec_c3RvcmUtbm90aWZ5LWRlbW8tc2VjcmV0LTMyYnl0ZXM=",
+    "signup_email.py": "whsec_c2lnbnVwLWVtYWlsLWRlbW8tc2VjcmV0LTMyYnl0ZXM=",
+    "gunicorn_app.py": "whsec_Z3VuaWNvcm4tYXBwLWRlbW8tc2VjcmV0LTMyYnl0ZXM=",
+}
+#: (example, its arguments, the variable it needs, the URL path it serves, the scheme).
+RECEIVERS = [
+    ("github_receiver.py", [], "GITHUB_WEBHOOK_SECRET", "/github", "github"),
+    ("stripe_receiver.py", [], "STRIPE_WEBHOOK_SECRET", "/stripe", "stripe"),
+    ("store_notify.py", ["notifier"], "WEBHOOK_SECRET", "/", "standard"),
+    ("signup_email.py", ["email"], "WEBHOOK_SECRET", "/", "standard"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deliver(url: str, secret: str, scheme: str) -> webhooklite.Delivery:
+    """A delivery of an event no example handles (so a verified one is answered 200, "ignored")."""
+    with webhooklite.Sender(url, secret, scheme=scheme, retry=webhooklite.Retry(attempts=1), timeout=5) as sender:
+        if scheme == "stripe":
+            return sender.post({"id": "evt_probe", "type": "probe.sent", "data": {"object": {}}})
+        return sender.send("probe.sent", {"note": "who signed this?"})
+
+
+def start(argv: List[str], env: Dict[str, str], port: int, timeout: float = 20) -> Tuple[subprocess.Popen, bool]:
+    """Start a server; return it and whether it listens on ``port`` (False: it exited first)."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc, False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, True
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{argv} neither listened on {port} nor exited in {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> Tuple[int, str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=5)
+    return proc.returncode, out, err
+
+
+def test_the_built_in_secrets_are_the_examples_own():
+    for name, secret in BUILT_IN.items():
+        assert repr(secret)[1:-1] in (ROOT / "examples" / name).read_text(encoding="utf-8"), name
+
+
+@pytest.mark.parametrize("name, args, var, path, scheme", RECEIVERS, ids=[r[0] for r in RECEIVERS])
+def test_a_receiver_without_its_secret_refuses_to_start(name, args, var, path, scheme):
+    port = free_port()
+    proc, listening = start([sys.executable, f"examples/{name}", *args, "--port", str(port)], clean_env(), port)
+    try:
+        if listening:  # it must not be: here is what that lets anyone do
+            d = deliver(f"http://127.0.0.1:{port}{path}", BUILT_IN[name], scheme)
+            assert d.status != 200, f"{name} without {var} answered a delivery forged with its built-in secret 200"
+    finally:
+        code, out, err = stop(proc)
+    assert not listening, f"{name} started without {var}"
+    assert code == 2 and f"set {var}" in err and "--demo" in err, (code, out, err)
+    assert "Traceback" not in err
+    # Its own built-in secret, set by hand, is refused too.
+    out = subprocess.run([sys.executable, f"examples/{name}", *args, "--port", str(port)], cwd=ROOT,
+                         env=clean_env(**{var: BUILT_IN[name]}), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "public secret" in out.stderr, (out.stdout, out.stderr)
+
+
+@pytest.mark.parametrize("name, args, var, path, scheme", RECEIVERS, ids=[r[0] for r in RECEIVERS])
+def test_a_receiver_with_its_secret_accepts_only_deliveries_signed_with_it(name, args, var, path, scheme):
+    secret = webhooklite.generate_secret() if scheme == "standard" else f"real-{name}-secret"
+    port = free_port()
+    proc, listening = start([sys.executable, f"examples/{name}", *args, "--port", str(port)],
+                            clean_env(**{var: secret}), port)
+    try:
+        assert listening
+        url = f"http://127.0.0.1:{port}{path}"
+        assert deliver(url, BUILT_IN[name], scheme).status == 401  # forged with the public secret
+        assert deliver(url, secret, scheme).status == 200
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0 and "Traceback" not in err, (code, out, err)
+
+
+@pytest.mark.parametrize("name, role", [("store_notify.py", "store"), ("signup_email.py", "signup")])
+def test_a_sender_half_without_the_secret_refuses_to_send(name, role):
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)) as listener:  # would see the request if one were sent
+        listener.settimeout(0.01)
+        out = subprocess.run([sys.executable, f"examples/{name}", role, "--port", str(port)], cwd=ROOT,
+                             env=clean_env(), capture_output=True, text=True, timeout=30)
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    assert out.returncode == 2 and "set WEBHOOK_SECRET" in out.stderr and "--demo" in out.stderr, out.stderr
+
+
+def gunicorn_app_import(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import gunicorn_app"], cwd=ROOT / "examples",
+                          env=clean_env(**env), capture_output=True, text=True, timeout=30)
+
+
+def test_gunicorn_app_refuses_to_load_without_its_secret_and_its_file(tmp_path):
+    out = gunicorn_app_import()
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.splitlines() == [
+        "gunicorn_app: set WEBHOOK_SECRET to the signing secret (whsec_...)",
+        "gunicorn_app: set WEBHOOK_DB to the dedupe file all workers share, e.g. /var/lib/myapp/webhooks-seen.db",
+    ]
+    secret = webhooklite.generate_secret()
+    out = gunicorn_app_import(WEBHOOK_SECRET=secret)  # no database in the shared temp folder, or anywhere
+    assert out.returncode == 3 and out.stderr.startswith("gunicorn_app: set WEBHOOK_DB"), out.stderr
+    out = gunicorn_app_import(WEBHOOK_SECRET=BUILT_IN["gunicorn_app.py"], WEBHOOK_DB=str(tmp_path / "seen.db"))
+    assert out.returncode == 3 and "the demo's public secret" in out.stderr, out.stderr
+    out = gunicorn_app_import(WEBHOOK_SECRET=secret, WEBHOOK_DB=str(tmp_path / "no" / "such" / "folder.db"))
+    assert out.returncode == 3 and "WEBHOOK_DB=" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = gunicorn_app_import(WEBHOOK_SECRET="whsec_short", WEBHOOK_DB=str(tmp_path / "seen.db"))
+    assert out.returncode == 3 and out.stderr.startswith("gunicorn_app: WEBHOOK_SECRET: "), out.stderr
+    out = gunicorn_app_import(WEBHOOK_SECRET=secret, WEBHOOK_DB=str(tmp_path / "seen.db"))
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None or os.name != "posix",
+                    reason="gunicorn is not installed (pip install -r tests/requirements-ci.txt)")
+def test_gunicorn_stops_when_the_app_has_no_secret():
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", "--chdir", "examples", "--workers", "2",
+            "--bind", f"127.0.0.1:{port}", "gunicorn_app:receiver"]
+    proc, listening = start(argv, clean_env(), port)
+    # gunicorn binds before its workers import the app: it may listen for a moment, and must
+    # then stop (not restart workers for ever), having answered nothing with the built-in secret.
+    try:
+        if listening:
+            d = deliver(f"http://127.0.0.1:{port}/", BUILT_IN["gunicorn_app.py"], "standard")
+            assert d.status != 200, "gunicorn_app without WEBHOOK_SECRET answered a forged delivery 200"
+        proc.wait(timeout=30)
+    finally:
+        code, out, err = stop(proc)
+    assert code != 0 and "gunicorn_app: set WEBHOOK_SECRET" in err, (code, err[-2000:])
+    assert err.count("Booting worker") <= 4, "gunicorn restarted the workers again and again"

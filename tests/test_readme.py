@@ -1,76 +1,576 @@
-"""The README is a test: its two commands and every Python block run as typed."""
+"""The README is a test: every block and command it shows runs here, as typed wherever it can be.
+
+- Every ```python block runs in a fresh interpreter. A framework recipe (Flask,
+  Django, FastAPI) runs with the framework installed, then is served on a real
+  loopback port and sent real deliveries; where the framework is missing it is
+  skipped with the reason (``pip install -r tests/requirements-ci.txt``).
+- Every ```sh block belongs to one test below (:data:`SH_TESTS`, by section),
+  which runs each of its lines: long-running ones in the background on free
+  ports. Commands are changed only where a test must: a free port for 8000 and
+  9000, a temporary folder for ``/var/lib/myapp/``, a fresh secret for
+  ``whsec_...``, and the path to ``examples/`` when the command runs elsewhere.
+  ``python3``, ``gunicorn``, ``waitress-serve`` and ``uvicorn`` are the test
+  interpreter's (its folder comes first on PATH).
+- A block that cannot run here says why, just above it:
+  ``<!-- not run: why -->``. Keep those rare.
+"""
+import http.client
+import importlib.util
 import os
 import re
+import shlex
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import webhooklite
+from clitools import ENV, ROOT, Proc, blocks_for, free_port, sent_id
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+#: The commands' environment: the test interpreter's folder first on PATH, no example variable set.
+SHELL_ENV = {k: v for k, v in ENV.items()
+             if k not in ("WEBHOOK_SECRET", "WEBHOOK_DB", "GITHUB_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET")}
+SHELL_ENV["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+#: The secret the README's own examples use (store_notify's built-in one).
+README_SECRET = "whsec_c3RvcmUtbm90aWZ5LWRlbW8tc2VjcmV0LTMyYnl0ZXM="
+NEEDS = "pip install -r tests/requirements-ci.txt"
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="the README's commands are shell commands")
 
 
-def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
-    )
+class Block(NamedTuple):
+    lang: str
+    code: str
+    line: int  #: where its fence is (1-based)
+    section: str  #: the "## " heading it is under
+    not_run: Optional[str]  #: why it cannot run, from a "<!-- not run: ... -->" line just above
+
+
+def _blocks() -> List[Block]:
+    found, section = [], ""
+    lines = README.split("\n")
+    n = 0
+    while n < len(lines):
+        line = lines[n]
+        if re.match(r"##? ", line):  # the title (its opening block), then each "## " section
+            section = line.lstrip("#").strip()
+        m = re.match(r"```(\w*)", line)
+        if m:
+            end = lines.index("```", n + 1)
+            above = lines[n - 1] if n else ""
+            why = re.fullmatch(r"<!-- not run: (.+?) -->", above)
+            found.append(Block(m.group(1), "\n".join(lines[n + 1:end]) + "\n", n + 1, section,
+                               why.group(1) if why else None))
+            n = end
+        n += 1
+    return found
+
+
+BLOCKS = _blocks()
+PYTHON = [b for b in BLOCKS if b.lang == "python" and b.not_run is None]
+
+
+def sh_lines(section: str) -> List[str]:
+    """The non-empty lines of the sh blocks of one section, in order."""
+    return [line for b in BLOCKS if b.lang == "sh" and b.section == section
+            for line in b.code.splitlines() if line.strip()]
+
+
+def without_comment(line: str) -> str:
+    return re.sub(r"\s+#\s.*$", "", line)
+
+
+def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the server exited ({proc.returncode}) before listening on {port}")
+            assert time.monotonic() < deadline, f"nothing listened on {port} in {timeout} s"
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError("it did not stop on " + signal.Signals(sig).name) from None
+
+
+# -- every block is run by a test, or says why it cannot be ------------------------------------
+
+#: Which test runs each section's sh blocks.
+SH_TESTS = {
+    "webhooklite": "test_readme_opens_with_the_two_commands, test_store_example_command",
+    "Schemes: Stripe and GitHub webhooks": "test_example_commands_in_the_schemes_section",
+    "Try it by hand": "test_try_it_by_hand_walk_through",
+    "Durable sending (outbox)": "test_worker_process_one_liner",
+    "Serving under gunicorn": "test_wsgi_server_commands",
+}
+FRAMEWORKS = ("flask", "django", "fastapi")
+
+
+def framework(code: str) -> Optional[str]:
+    m = re.search(rf"^(?:from|import) ({'|'.join(FRAMEWORKS)})\b", code, re.M)
+    return m.group(1) if m else None
+
+
+def test_every_block_is_run_by_a_test_or_says_why_not():
+    problems = []
+    for b in BLOCKS:
+        where = f"README.md line {b.line} ({b.section})"
+        if b.not_run is not None:
+            if len(b.not_run) < 20:
+                problems.append(f"{where}: say why it cannot run")
+        elif b.lang == "sh":
+            if b.section not in SH_TESTS:
+                problems.append(f"{where}: an sh block no test runs: add one to test_readme.py's SH_TESTS")
+        elif b.lang != "python":
+            problems.append(f"{where}: a ```{b.lang} block no test runs: make it ```python or ```sh and run it")
+    assert problems == []
+    assert sum(b.not_run is not None for b in BLOCKS) <= 2, "keep blocks that cannot run rare"
+    names = {n.strip() for tests in SH_TESTS.values() for n in tests.split(",")}
+    assert names <= set(globals()), names - set(globals())
+    assert {framework(b.code) for b in PYTHON} >= set(FRAMEWORKS), "each framework's recipe is a python block"
+
+
+# -- python blocks ---------------------------------------------------------------------------
+
+#: Run before a framework's recipe (what a project has configured already).
+PRELUDE = {
+    "django": """
+import django
+from django.conf import settings
+settings.configure(ALLOWED_HOSTS=["127.0.0.1"], ROOT_URLCONF=__name__, SECRET_KEY="readme-test", DEBUG=False,
+                   MIDDLEWARE=["django.middleware.csrf.CsrfViewMiddleware"])  # as in a new project
+django.setup()
+""",
+}
+
+#: After a recipe: serve its app on a loopback port, as the framework's own server would, then check it.
+SERVE = {
+    "flask": """
+from werkzeug.serving import make_server
+def serve(wsgi_app):
+    server = make_server("127.0.0.1", 0, wsgi_app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+server, base = serve(app)
+check(base + "/webhooks", refuses_early=True)
+server.shutdown()
+# The inline alternative: mount the receiver beside the Flask app.
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+DISPATCHER_LINE
+server, base = serve(app.wsgi_app)
+check(base + "/webhooks", refuses_early=False, ids="mounted")
+server.shutdown()
+""",
+    "django": """
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from django.core.wsgi import get_wsgi_application
+class Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+server = make_server("127.0.0.1", 0, get_wsgi_application(), server_class=Server, handler_class=Quiet)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+check(f"http://127.0.0.1:{server.server_port}/webhooks", refuses_early=False)
+server.shutdown()
+""",
+    "fastapi": """
+import uvicorn
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+thread.start()
+deadline = time.monotonic() + 20
+while not server.started:
+    assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+    time.sleep(0.02)
+check(f"http://127.0.0.1:{sock.getsockname()[1]}/webhooks", refuses_early=True)
+server.should_exit = True
+thread.join(10)
+""",
+}
+
+#: What every recipe must do once served: run the handler once, dedupe, refuse a forgery, refuse a big body.
+CHECK = """
+import os, socket, threading, time
+import webhooklite as _w
+
+def check(url, refuses_early, ids="plain"):
+    secret = os.environ["WEBHOOK_SECRET"]
+    with _w.Sender(url, secret, retry=_w.Retry(attempts=1), timeout=10) as sender:
+        d = sender.send("payment.completed", {"item": "Blue T-Shirt"}, id="msg_" + ids)
+        assert (d.status, d.response_body) == (200, b'{"status":"ok"}'), (d, d.error, d.response_body)
+        d = sender.send("payment.completed", {"item": "Blue T-Shirt"}, id="msg_" + ids)
+        assert (d.status, d.response_body) == (200, b'{"status":"duplicate"}'), (d, d.response_body)
+    forged = _w.send(url, "payment.completed", {"item": "x"}, secret=_w.generate_secret(), retry=_w.Retry(attempts=1))
+    assert forged.status == 401, (forged, forged.response_body)
+    if refuses_early:  # a body over max_body is refused from its Content-Length, before it is sent
+        host, port = url.split("/")[2].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /webhooks HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+                      b"Content-Length: %d\\r\\n\\r\\n" % (receiver.max_body + 1))
+            answer = s.recv(4096)
+        assert answer.split(b" ")[1] == b"413", answer
+    print("checked", ids, flush=True)
+"""
+
+
+def python_block_code(block: Block) -> str:
+    """The code a block runs as: itself, or a framework recipe between its prelude and its checks."""
+    fw = framework(block.code)
+    if fw is None:
+        return block.code
+    serve = SERVE[fw]
+    if "DISPATCHER_LINE" in serve:
+        line = re.search(r"`(app\.wsgi_app = DispatcherMiddleware\([^`]+\))`", README).group(1)
+        serve = serve.replace("DISPATCHER_LINE", line)
+    return PRELUDE.get(fw, "") + block.code + CHECK + serve
+
+
+def run_python(code: str, tmp_path: Path, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env or SHELL_ENV,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("block", PYTHON, ids=[f"line{b.line}-{framework(b.code) or 'python'}" for b in PYTHON])
+def test_python_block_runs(block, tmp_path):
+    fw = framework(block.code)
+    if fw is not None:
+        for module in (fw, "uvicorn") if fw == "fastapi" else (fw,):
+            if importlib.util.find_spec(module) is None:
+                pytest.skip(f"the {fw} recipe needs {module}, which is not installed here ({NEEDS})")
+    env = dict(SHELL_ENV, WEBHOOK_SECRET=webhooklite.generate_secret())
+    out = run_python(python_block_code(block), tmp_path, env)
+    assert out.returncode == 0, f"README block at line {block.line} failed:\n{block.code}\n--- stderr:\n{out.stderr}"
+    assert "Traceback" not in out.stderr, out.stderr
+    if fw is not None:  # the handler ran once per id, and every check passed
+        checked = ["plain", "mounted"] if fw == "flask" else ["plain"]
+        assert re.findall(r"^checked (\w+)$", out.stdout, re.M) == checked, out.stdout
+        assert out.stdout.count("New order! Blue T-Shirt") == len(checked), out.stdout
+
+
+# -- the opening commands ----------------------------------------------------------------------
 
 
 def test_readme_opens_with_the_two_commands():
-    first = re.search(r"```sh\n(.*?)```", README, flags=re.S).group(1).strip().splitlines()
+    first = sh_lines("webhooklite")
     assert first[0] == "python3 examples/store_notify.py"
-    assert "pytest" in first[1]
+    assert "pytest" in first[1] and len(first) == 2
     ci = (ROOT / ".ci" / "run").read_text()
-    assert first[1] in ci, ".ci/run must call the README's test command exactly"
+    assert first[1] in ci, ".ci/run must call the README's test command exactly (CI runs it: not here)"
 
 
 def test_store_example_command():
-    out = subprocess.run(
-        [sys.executable, "examples/store_notify.py"], cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
+    out = subprocess.run(["bash", "-c", sh_lines("webhooklite")[0]], cwd=ROOT, env=SHELL_ENV,
+                         capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "New order! Item: Blue T-Shirt, $25. Customer: Jane D." in out.stdout
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_python_block_runs(code, tmp_path):
-    out = run_python(code, tmp_path)
-    assert out.returncode == 0, f"README block failed:\n{code}\n--- stderr:\n{out.stderr}"
-    assert "Traceback" not in out.stderr
-
-
+@needs_bash
 def test_store_example_in_two_terminals():
-    import socket
-    import time
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = str(s.getsockname()[1])
-    s.close()
-    notifier = subprocess.Popen(
-        [sys.executable, "examples/store_notify.py", "notifier", "--port", port],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    m = re.search(r"To try it in two terminals: `(python3 examples/store_notify\.py notifier[^`]*)`, then\s+"
+                  r"`(python3 examples/store_notify\.py store[^`]*)`", README)
+    notifier_cmd, store_cmd = m.groups()
+    port = str(free_port())  # both default to 8000
+    notifier = Proc(["bash", "-c", f"exec {notifier_cmd} --port {port}"], cwd=ROOT, env=SHELL_ENV)
     try:
-        assert "waiting for orders" in notifier.stdout.readline()
-        deadline = time.monotonic() + 10
-        while True:  # the notifier may take a moment to bind
-            store = subprocess.run(
-                [sys.executable, "examples/store_notify.py", "store", "--port", port],
-                cwd=ROOT, capture_output=True, text=True, timeout=30,
-            )
-            if store.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        assert "waiting for orders" in notifier.line()
+        wait_for_port(int(port), notifier.proc)
+        store = subprocess.run(["bash", "-c", f"{store_cmd} --port {port}"], cwd=ROOT, env=SHELL_ENV,
+                               capture_output=True, text=True, timeout=30)
         assert store.returncode == 0, store.stderr
         assert "notifier answered 200" in store.stdout
-        assert notifier.stdout.readline().strip() == "New order! Item: Blue T-Shirt, $25. Customer: Jane D."
-        notifier.send_signal(__import__("signal").SIGINT)
-        assert notifier.wait(timeout=10) == 0
-        assert "Traceback" not in notifier.stderr.read()
+        notifier.wait_for("New order! Item: Blue T-Shirt, $25. Customer: Jane D.")
+        assert notifier.stop() == 0 and "Traceback" not in notifier.stderr
     finally:
         notifier.kill()
-        notifier.wait()
+
+
+# -- the examples' --demo commands -------------------------------------------------------------
+
+
+def test_example_commands_in_the_schemes_section():
+    lines = sh_lines("Schemes: Stripe and GitHub webhooks")
+    expected = {  # what each prints when it worked
+        "github_receiver.py": "issue #42 opened in octo-org/shop",
+        "stripe_receiver.py": "succeeded: $25.00 USD for order ABC123",
+        "slack_notify.py": "Slack answered 200 'ok'",
+        "signup_email.py": "Subject: Thanks for signing up, Jane!",
+    }
+    assert [re.search(r"examples/(\w+\.py)", line).group(1) for line in lines] == list(expected)
+    procs = [subprocess.Popen(["bash", "-c", without_comment(line)], cwd=ROOT, env=SHELL_ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for line in lines]  # at once
+    for line, proc, words in zip(lines, procs, expected.values()):
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and words in out and "Traceback" not in err, (line, out, err)
+
+
+# -- the CLI walk-through, with its three terminals --------------------------------------------
+
+
+@needs_bash
+def test_try_it_by_hand_walk_through(tmp_path):
+    commands = sh_lines("Try it by hand")
+    # (what it is, what it must end with): keep in step with README.md.
+    expected = ["listen", 0, 1, "listen", (0, 1), "notifier", "listen", 0, 0, 0]
+    kinds = ["listen" if " listen " in c else "notifier" if "notifier" in c else c.split()[3] for c in commands]
+    assert kinds == ["listen", "send", "send", "listen", "send", "notifier", "listen", "send", "verify", "replay"]
+    app_port = str(free_port())
+
+    def shell(cmd: str, url: Optional[str]) -> str:
+        # Run in a fresh folder (deliveries/ goes there): the examples are in the checkout.
+        cmd = cmd.replace(" examples/", f" {shlex.quote(str(ROOT))}/examples/")
+        cmd = cmd.replace("--port 8000", "--port 0").replace("9000", app_port)
+        return cmd.replace("http://127.0.0.1:8000/", url) if url else cmd
+
+    listens: List[Proc] = []
+    notifier: Optional[Proc] = None
+    url = None
+    sends = []  # (listen, message id, attempts, exit status)
+    try:
+        for kind, cmd, want in zip(kinds, commands, expected):
+            if kind == "listen":
+                if listens:  # "stop the listener (Ctrl-C)"
+                    assert listens[-1].stop() == 0, listens[-1].stderr
+                listens.append(Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path, env=SHELL_ENV))
+                url = listens[-1].line().strip()
+                assert url.startswith("http://127.0.0.1:"), url
+            elif kind == "notifier":
+                notifier = Proc(["bash", "-c", "exec " + shell(cmd, None)], cwd=tmp_path, env=SHELL_ENV)
+                assert "waiting for orders" in notifier.line()
+                wait_for_port(int(app_port), notifier.proc)  # it prints before it binds
+            else:
+                out = subprocess.run(["bash", "-c", shell(cmd, url)], capture_output=True, text=True,
+                                     timeout=30, cwd=tmp_path, env=SHELL_ENV)
+                assert out.returncode in (want if isinstance(want, tuple) else (want,)), (cmd, out.stdout, out.stderr)
+                assert "Traceback" not in out.stderr
+                if kind == "send":
+                    msg_id = sent_id(out.stdout)
+                    attempts = int(re.search(r"attempts: (\d+)", out.stdout).group(1))
+                    listens[-1].blocks(msg_id, attempts)
+                    sends.append((listens[-1], msg_id, attempts, out.returncode))
+        assert notifier is not None
+        notifier.wait_for("New order! Item: Blue T-Shirt, $25. Customer: Jane D.")
+        time.sleep(0.1)
+        assert listens[-1].stop() == 0
+        assert notifier.stop() == 0
+        # Terminal 1 explained the second send's bad signature...
+        ((_, bad_id, _, _),) = [s for s in sends if s[3] == 1 and s[0] is listens[0]]
+        (block,) = blocks_for(listens[0].output, bad_id)
+        assert "BAD SIGNATURE: signature does not match" in block
+        # ... showed every attempt of the retried one ...
+        ((retried, retry_id, attempts, _),) = [s for s in sends if s[0] is listens[1]]
+        assert len(blocks_for(retried.output, retry_id)) == attempts
+        # ... and the notifier got the forwarded send, then the replay (a new id: not a duplicate).
+        assert notifier.output.count("New order! Item: Blue T-Shirt, $25. Customer: Jane D.") == 2
+        assert "from http://127.0.0.1:" + app_port in listens[-1].output
+        assert len(list((tmp_path / "deliveries").glob("*.json"))) == 1
+    finally:
+        for p in listens + [notifier]:
+            if p is not None:
+                p.kill()
+
+
+# -- the outbox's worker process ---------------------------------------------------------------
+
+
+@needs_bash
+def test_worker_process_one_liner(tmp_path):
+    (line,) = sh_lines("Durable sending (outbox)")
+    assert "/var/lib/myapp/" in line
+    cmd = line.replace("/var/lib/myapp/", f"{tmp_path}/")  # a folder of the test's own
+    secret = webhooklite.generate_secret()
+    receiver = webhooklite.Receiver(secret)
+    got: List[str] = []
+    receiver.on("payment.completed", lambda event: got.append(event["order_id"]))
+    with receiver.start() as server:
+        # The app only calls send(); the worker delivers.
+        with webhooklite.Outbox(tmp_path / "webhooks.db") as outbox:
+            outbox.add_endpoint(server.url, secret=secret)
+            outbox.send("payment.completed", {"order_id": "ABC123"})
+        worker = subprocess.Popen(["bash", "-c", "exec " + cmd], cwd=tmp_path, env=SHELL_ENV,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not got:
+                assert worker.poll() is None, worker.communicate()
+                assert time.monotonic() < deadline, "the worker delivered nothing"
+                time.sleep(0.05)
+        finally:
+            code = stop(worker, signal.SIGTERM)  # "it stops cleanly on Ctrl-C or SIGTERM"
+        out, err = worker.communicate()
+    assert got == ["ABC123"]
+    assert code == 0 and "Traceback" not in err, (code, err)
+    with webhooklite.Outbox(tmp_path / "webhooks.db") as outbox:
+        assert outbox.stats()[1]["delivered"] == 1
+
+
+# -- gunicorn and waitress ---------------------------------------------------------------------
+
+GUNICORN_LINES = sh_lines("Serving under gunicorn")
+
+
+def _server_lines() -> List[str]:
+    assert GUNICORN_LINES[0].startswith("export ")
+    return GUNICORN_LINES[1:]
+
+
+@needs_bash
+@pytest.mark.parametrize("line", _server_lines(), ids=[c.split()[0] + str(n) for n, c in enumerate(_server_lines())])
+def test_wsgi_server_commands(line, tmp_path):
+    server = line.split()[0]
+    if server in ("gunicorn", "waitress-serve"):
+        module = server.split("-")[0]
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed here ({NEEDS})")
+    secret = webhooklite.generate_secret()
+    export = GUNICORN_LINES[0].replace("whsec_...", secret).replace("/var/lib/myapp/", f"{tmp_path}/")
+    assert secret in export and str(tmp_path) in export
+    if server == "python3":  # the demo: no server to talk to
+        out = subprocess.run(["bash", "-c", f"{export}\n{without_comment(line)}"], cwd=ROOT, env=SHELL_ENV,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert re.findall(r"-> worker \d: 200 (.*)", out.stdout) == ['{"status":"ok"}', '{"status":"duplicate"}']
+        assert out.stdout.count("New order! Item: Blue T-Shirt") == 1
+        return
+    port = free_port()
+    assert "127.0.0.1:8000" in line
+    cmd = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    proc = subprocess.Popen(["bash", "-c", f"{export}\nexec {cmd}"], cwd=ROOT, env=SHELL_ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc)
+        url = f"http://127.0.0.1:{port}/"
+        with webhooklite.Sender(url, secret, retry=webhooklite.Retry(attempts=1), timeout=10) as sender:
+            order = {"item": "Blue T-Shirt", "customer": "Jane D."}
+            first = sender.send("payment.completed", order, id="msg_wsgi")
+            assert (first.status, first.response_body) == (200, b'{"status":"ok"}'), (first, first.error)
+            for _ in range(3):  # retries, on whichever worker: handled once
+                again = sender.send("payment.completed", order, id="msg_wsgi")
+                assert (again.status, again.response_body) == (200, b'{"status":"duplicate"}'), again
+        forged = webhooklite.send(url, "payment.completed", order, secret=webhooklite.generate_secret())
+        assert forged.status == 401
+        # "gunicorn answers 413 from the Content-Length before reading the body"; waitress with its option.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+            assert s.recv(4096).split(b" ")[1] == b"413"
+        # "Chunked bodies work under gunicorn and waitress."
+        body = webhooklite.events.encode_event("payment.completed", {"item": "Blue T-Shirt", "customer": "Jane D."})
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = dict(webhooklite.sign(body, secret, msg_id="msg_chunked"), **{"Content-Type": "application/json"})
+        conn.request("POST", "/", body=iter([body[:10], body[10:]]), headers=headers, encode_chunked=True)
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b'{"status":"ok"}')
+        conn.close()
+    finally:
+        code = stop(proc, signal.SIGTERM if server == "gunicorn" else signal.SIGINT)
+        out, err = proc.communicate()
+    assert out.count("New order! Item: Blue T-Shirt. Customer: Jane D.") == 2, out + err  # msg_wsgi, msg_chunked
+    assert "Traceback" not in err, err
+    if server == "gunicorn":
+        assert code == 0, err
+
+
+# -- inline commands ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvicorn") is None, reason=f"uvicorn is not installed here ({NEEDS})")
+@needs_bash
+def test_uvicorn_inline_command(tmp_path):
+    cmd = re.search(r"`(uvicorn myapp:receiver\.asgi[^`]*)`", README).group(1)
+    (tmp_path / "myapp.py").write_text('import os\nimport webhooklite\n\n'
+                                       'receiver = webhooklite.Receiver(os.environ["WEBHOOK_SECRET"])\n'
+                                       'receiver.on("*", lambda event: print("got", event.id, flush=True))\n')
+    secret, port = webhooklite.generate_secret(), free_port()
+    proc = subprocess.Popen(["bash", "-c", f"exec {cmd} --port {port}"], cwd=tmp_path, text=True,
+                            env=dict(SHELL_ENV, WEBHOOK_SECRET=secret), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc)
+        url = f"http://127.0.0.1:{port}/"
+        with webhooklite.Sender(url, secret) as sender:
+            assert sender.send("ping", {}, id="msg_uvicorn").status == 200
+        assert webhooklite.send(url, "ping", {}, secret=webhooklite.generate_secret()).status == 401
+    finally:
+        code = stop(proc, signal.SIGINT)
+        out, err = proc.communicate()
+    assert "got msg_uvicorn" in out and code == 0, (code, out, err)
+
+
+def test_vendoring_commands(tmp_path):
+    assert "    cp -r webhooklite myapp/_vendor/webhooklite\n" in README
+    assert "`from myapp._vendor import webhooklite`" in README
+    (tmp_path / "myapp" / "_vendor").mkdir(parents=True)  # your project
+    shutil.copytree(ROOT / "webhooklite", tmp_path / "myapp" / "_vendor" / "webhooklite",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # cp -r, from the checkout
+    env = {k: v for k, v in SHELL_ENV.items() if k != "PYTHONPATH"}  # only the copy can be imported
+    out = run_python("from myapp._vendor import webhooklite\n"
+                     "assert webhooklite.__name__ == 'myapp._vendor.webhooklite'\n"
+                     "s = webhooklite.generate_secret()\n"
+                     "assert webhooklite.verify(b'{}', webhooklite.sign(b'{}', s, msg_id='m'), s)\n", tmp_path, env)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "myapp._vendor.webhooklite", "secret"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("whsec_"), out.stderr
+
+
+# -- what the repository's text points to is in the repository --------------------------
+
+#: Files that still point to a document the repository does not have, and whose owner
+#: (another branch) removes the reference; the lead deletes the entry at the merge.
+POINTS_OUTSIDE = {"webhooklite/sender.py": "DESIGN.md"}
+
+
+def _texts():
+    for folder in ("webhooklite", "tests", "examples", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix in (".py", ".md", ".sh", ".lua", ".txt") and "__pycache__" not in path.parts:
+                yield path
+    yield ROOT / "README.md"
+
+
+def test_every_document_and_module_the_text_names_is_in_the_repository():
+    """A comment that says "see SOMETHING.md" or "the format is in webhooklite/x.py" must lead somewhere."""
+    missing = []
+    for path in _texts():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "tests/test_readme.py":
+            continue  # this file names them to check them
+        text = path.read_text(encoding="utf-8")
+        for name in sorted(set(re.findall(r"(?<![\w/.:-])((?:[\w.-]+/)*[A-Z][A-Z_-]*\.md)\b", text))):
+            if not ((ROOT / name).exists() or (path.parent / name).exists()) and POINTS_OUTSIDE.get(rel) != name:
+                missing.append(f"{rel} names {name}")
+        for name in sorted(set(re.findall(r"\b(webhooklite/[\w/]+\.py)\b", text))):
+            if not (ROOT / name).exists():
+                missing.append(f"{rel} names {name}")
+    assert missing == []
+    for rel, name in POINTS_OUTSIDE.items():
+        assert name in (ROOT / rel).read_text(encoding="utf-8"), f"{rel} no longer names {name}: drop the entry"
+
+
+def test_headers_exports_only_what_the_package_uses():
+    import webhooklite.headers
+
+    others = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "webhooklite").rglob("*.py")
+                     if p.name != "headers.py")
+    unused = [name for name in webhooklite.headers.__all__ if not re.search(rf"\b{name}\b", others)]
+    assert unused == []

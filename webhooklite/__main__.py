@@ -1,4 +1,4 @@
-"""``python -m webhooklite``: the command line (see ``webhooklite/cli.py``)."""
+"""``python -m webhooklite``: the command line (see ``webhooklite/cli/``)."""
 import sys
 
 from .cli import main

@@ -1,9 +1,7 @@
 """Case-insensitive, read-only HTTP headers (pure; no I/O)."""
-from typing import Any, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Iterator, Mapping, Optional
 
-__all__ = ["Headers", "HeadersLike", "parse_uint", "check_header_value"]
-
-HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]], "Headers"]
+__all__ = ["Headers", "parse_uint", "check_header_value"]
 
 
 def parse_uint(text: str, max_digits: int = 18) -> Optional[int]:
