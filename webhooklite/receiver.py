@@ -163,7 +163,7 @@ class Receiver:
 
     # -- metrics ------------------------------------------------------------
 
-    def count(self, response: Response) -> Response:
+    def _count(self, response: Response) -> Response:
         """Count an answer for :meth:`metrics` (transports call it for the answers they make themselves)."""
         with self._counts_lock:
             self._counts[response.status] = self._counts.get(response.status, 0) + 1
@@ -191,11 +191,11 @@ class Receiver:
         if self.path is not None:
             p = path.split("?", 1)[0]
             if p != self.path:
-                return self.count(_NOT_FOUND)
+                return self._count(_NOT_FOUND)
         if method != "POST":
-            return self.count(_NOT_POST)
+            return self._count(_NOT_POST)
         if content_length is not None and content_length > self.max_body:
-            return self.count(_error(413, f"the body is over the {self.max_body}-byte limit"))
+            return self._count(_error(413, f"the body is over the {self.max_body}-byte limit"))
         return None
 
     def handle(
@@ -213,7 +213,7 @@ class Receiver:
 
     def process(self, h: Headers, body: bytes) -> Response:
         """The steps after :meth:`check`: signature, body, duplicate, handlers."""
-        return self.count(self._process(h, body))
+        return self._count(self._process(h, body))
 
     def _process(self, h: Headers, body: bytes) -> Response:
         admitted = self._admit(h, body)
