@@ -82,6 +82,7 @@ _NOT_FOUND = _error(404, "not found")
 _NOT_POST = _error(405, "method not allowed: webhooks are POSTed", [("Allow", "POST")])
 _BUSY = _error(409, "this message is being handled right now; retry later", [("Retry-After", "1")])
 _HANDLER_FAILED = _error(500, "a handler failed; the sender should retry")
+_BAD_LENGTH = _error(400, "Content-Length is not a number (or its values differ)")
 
 
 def _utc(ts: Optional[int]) -> Optional[datetime.datetime]:
