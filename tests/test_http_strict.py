@@ -419,3 +419,70 @@ def test_conflicting_framing_is_refused_and_never_read_as_two_requests(app, case
 # -- item 9: stop() --------------------------------------------------------------------------------
 
 
+def test_stop_cuts_a_client_stuck_mid_headers_at_request_timeout():
+    receiver = webhooklite.Receiver(SECRET)
+    server = receiver.start(request_timeout=1.0, idle_timeout=1.0)
+    baseline = threading.active_count()
+    s = socket.create_connection((server.host, server.port), timeout=8)
+    try:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nX-Slow: ")  # and then nothing more
+        assert wait_for(lambda: threading.active_count() > baseline, 2)  # its thread is serving it
+        start = time.monotonic()
+        stopper = threading.Thread(target=server.stop, kwargs={"timeout": 6.0})
+        stopper.start()
+        assert s.recv(1) == b""  # cut off by the watchdog that stop() keeps running
+        cut = time.monotonic() - start
+        stopper.join(8)
+        assert not stopper.is_alive()
+        assert cut < 1.0 + 1.5, cut  # request_timeout and a watchdog tick; not stop's 6 s
+        assert time.monotonic() - start < 4.0  # stop() returns once the connection is gone
+        assert wait_for(lambda: threading.active_count() < baseline, 2)  # its thread ended too
+    finally:
+        s.close()
+        server.stop()
+
+
+def test_stop_closes_everything_at_its_deadline():
+    receiver = webhooklite.Receiver(SECRET)
+    server = receiver.start(request_timeout=30.0, idle_timeout=30.0)
+    s = socket.create_connection((server.host, server.port), timeout=8)
+    try:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: test\r\n")
+        time.sleep(0.2)
+        start = time.monotonic()
+        server.stop(timeout=1.0)
+        assert time.monotonic() - start < 3.0
+        s.settimeout(2)
+        assert s.recv(1) == b""  # closed at stop's deadline, long before request_timeout
+    finally:
+        s.close()
+
+
+def test_answers_written_while_stopping_say_connection_close():
+    release = threading.Event()
+    entered = threading.Event()
+    receiver = webhooklite.Receiver(SECRET)
+
+    @receiver.on("*")
+    def slow(event):
+        entered.set()
+        release.wait(5)
+
+    server = receiver.start(**OPTIONS)
+    try:
+        with socket.create_connection((server.host, server.port), timeout=5) as s:
+            s.sendall(request("msg_stopping", target="/"))
+            assert entered.wait(5)
+            stopper = threading.Thread(target=server.stop, kwargs={"timeout": 5.0})
+            stopper.start()
+            assert wait_for(lambda: server._stopping.is_set(), 2)
+            release.set()
+            f = s.makefile("rb")
+            status, h, _ = read_answer(f)
+            assert status == 200 and h.get("connection") == "close"
+            assert f.read(1) == b""
+            stopper.join(6)
+            assert not stopper.is_alive()
+    finally:
+        release.set()
+        server.stop()

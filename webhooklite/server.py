@@ -159,6 +159,7 @@ class WebhookServer:
         self.host, self.port = self.socket.getsockname()[:2]
         self._slots = threading.BoundedSemaphore(max_connections)
         self._stopping = threading.Event()
+        self._stopped = threading.Event()  # stop() has ended: the watchdog ends with it
         self._wake_r, self._wake_w = socket.socketpair()
         self._conns: Dict[socket.socket, float] = {}  # open connection -> deadline
         self._conns_lock = threading.Lock()
@@ -227,30 +228,46 @@ class WebhookServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close idle connections, wait up to ``timeout`` for requests in flight."""
+        """Stop accepting, close idle connections, wait up to ``timeout`` for requests in flight.
+
+        Answers written meanwhile say ``Connection: close``. The watchdog keeps cutting
+        requests off at ``request_timeout`` while stop() waits; at ``timeout`` every
+        connection still open is closed (a handler still running finishes in its thread,
+        but its answer is lost; the sender retries and gets a duplicate).
+        """
         if self._stopping.is_set():
             return
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self.socket.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._conns_lock:
-                open_conns = list(self._conns)
-            if not open_conns:
-                break
-            for conn in open_conns:
-                # Wakes connections waiting for a next request; one mid-request finishes first.
-                if conn in self._idle:
-                    _shutdown(conn)
-            time.sleep(0.02)
-        self._wake_r.close()
-        self._wake_w.close()
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+            self.socket.close()
+            while time.monotonic() < deadline and self._open_connections(idle_only=True):
+                time.sleep(0.02)
+            # The deadline: close what is left, and give its threads a moment to end.
+            end = time.monotonic() + 1.0
+            while self._open_connections(idle_only=False) and time.monotonic() < end:
+                time.sleep(0.02)
+        finally:
+            self._stopped.set()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _open_connections(self, idle_only: bool) -> int:
+        """Shut down the idle connections (all of them unless ``idle_only``); return how many are open."""
+        with self._conns_lock:
+            conns = list(self._conns)
+            idle = set(self._idle)
+        for conn in conns:
+            # Wakes a connection waiting for a next request; one mid-request may finish first.
+            if not idle_only or conn in idle:
+                _shutdown(conn)
+        return len(conns)
 
     close = stop
 
@@ -282,7 +299,7 @@ class WebhookServer:
     def _start_watchdog(self) -> None:
         def watch() -> None:
             tick = max(0.05, min(1.0, self.request_timeout / 4, self.idle_timeout / 4))
-            while not self._stopping.wait(tick):
+            while not self._stopped.wait(tick):
                 now = time.monotonic()
                 with self._conns_lock:
                     late = [c for c, deadline in self._conns.items() if deadline < now]
@@ -404,6 +421,8 @@ class WebhookServer:
                     response, keep_alive = _INTERNAL_ERROR, False
         except _Reject as r:
             response, keep_alive, linger = r.response, False, True
+        if keep_alive and self._stopping.is_set():
+            keep_alive = False  # stopping: say so, then close
         self._deadline(conn, self.idle_timeout)
         data = _render(response, (_KEEP_10 if http10 else _KEEP) if keep_alive else _CLOSE)
         conn.sendall(data[: len(data) - len(response.body)] if head_only else data)
