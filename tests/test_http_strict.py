@@ -484,11 +484,14 @@ def test_conflicting_framing_is_refused_and_never_read_as_two_requests(app, case
 def test_stop_cuts_a_client_stuck_mid_headers_at_request_timeout():
     receiver = webhooklite.Receiver(SECRET)
     server = receiver.start(request_timeout=1.0, idle_timeout=1.0)
-    baseline = threading.active_count()
+    assert wait_for(lambda: server._watchdog is not None, 2)
+    before = set(threading.enumerate())
     s = socket.create_connection((server.host, server.port), timeout=8)
     try:
         s.sendall(b"POST / HTTP/1.1\r\nHost: test\r\nX-Slow: ")  # and then nothing more
-        assert wait_for(lambda: threading.active_count() > baseline, 2)  # its thread is serving it
+        assert wait_for(lambda: len(server._conns) == 1, 2)
+        serving = set(threading.enumerate()) - before  # the connection's thread
+        assert len(serving) == 1, serving
         start = time.monotonic()
         stopper = threading.Thread(target=server.stop, kwargs={"timeout": 6.0})
         stopper.start()
@@ -498,7 +501,7 @@ def test_stop_cuts_a_client_stuck_mid_headers_at_request_timeout():
         assert not stopper.is_alive()
         assert cut < 1.0 + 1.5, cut  # request_timeout and a watchdog tick; not stop's 6 s
         assert time.monotonic() - start < 4.0  # stop() returns once the connection is gone
-        assert wait_for(lambda: threading.active_count() < baseline, 2)  # its thread ended too
+        assert wait_for(lambda: not any(t.is_alive() for t in serving), 2)  # its thread ended too
     finally:
         s.close()
         server.stop()
