@@ -172,33 +172,33 @@ BIG = 100 * 1024
 
 LIMIT_CASES = {
     "100 KB request line": (b"POST /" + b"a" * BIG + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    "100 KB header line": (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * BIG + b"\r\n\r\n", 431),
-    "10,000 headers": (b"POST / HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(10_000)) + b"\r\n", 431),
-    "70 KB of headers in 7 KB lines": (b"POST / HTTP/1.1\r\n" + b"".join(b"X-H%d: " % i + b"v" * 7000 + b"\r\n" for i in range(10)) + b"\r\n", 431),
-    "huge Content-Length, no body": (b"POST / HTTP/1.1\r\nContent-Length: 999999999999999\r\n\r\n", 413),
-    "Content-Length over max_body, body sent": (b"POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 2_000_000, 413),
-    "Content-Length not a number": (b"POST / HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n", 400),
-    "Content-Length negative": (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-    "Content-Length 20 digits": (b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
-    "conflicting Content-Lengths": (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
-    "Content-Length and chunked": (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    "unknown transfer coding": (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-    "chunk size not hex": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
-    "chunk size 0x5": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
-    "chunk size with underscore": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0_5\r\nhello\r\n0\r\n\r\n", 400),
-    "chunk size +5": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", 400),
-    "chunk longer than its size": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400),
-    "chunk size line 2 KB": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"e" * 2048 + b"\r\nhello\r\n0\r\n\r\n", 400),
-    "chunked total over max_body": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"80000\r\n" + b"x" * 0x80000 + b"\r\n" + b"80001\r\n" + b"x" * 0x80001 + b"\r\n0\r\n\r\n", 413),
-    "chunk size 2**64": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nhello\r\n0\r\n\r\n", 413),
-    "obs-fold header": (b"POST / HTTP/1.1\r\nX-A: 1\r\n  folded\r\nContent-Length: 0\r\n\r\n", 400),
-    "bare CR in a header value": (b"POST / HTTP/1.1\r\nX-A: 1\rX-B: 2\r\nContent-Length: 0\r\n\r\n", 400),
-    "NUL in a header value": (b"POST / HTTP/1.1\r\nX-A: 1\x002\r\nContent-Length: 0\r\n\r\n", 400),
-    "space before the colon": (b"POST / HTTP/1.1\r\nContent-Length : 0\r\n\r\n", 400),
+    "100 KB header line": (b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * BIG + b"\r\n\r\n", 431),
+    "10,000 headers": (b"POST / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(10_000)) + b"\r\n", 431),
+    "70 KB of headers in 7 KB lines": (b"POST / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: " % i + b"v" * 7000 + b"\r\n" for i in range(10)) + b"\r\n", 431),
+    "huge Content-Length, no body": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999999\r\n\r\n", 413),
+    "Content-Length over max_body, body sent": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 2_000_000, 413),
+    "Content-Length not a number": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n", 400),
+    "Content-Length negative": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    "Content-Length 20 digits": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+    "conflicting Content-Lengths": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    "Content-Length and chunked": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "unknown transfer coding": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    "chunk size not hex": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk size 0x5": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk size with underscore": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0_5\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk size +5": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk longer than its size": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk size line 2 KB": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"e" * 2048 + b"\r\nhello\r\n0\r\n\r\n", 400),
+    "chunked total over max_body": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"80000\r\n" + b"x" * 0x80000 + b"\r\n" + b"80001\r\n" + b"x" * 0x80001 + b"\r\n0\r\n\r\n", 413),
+    "chunk size 2**64": (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nhello\r\n0\r\n\r\n", 413),
+    "obs-fold header": (b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\nContent-Length: 0\r\n\r\n", 400),
+    "bare CR in a header value": (b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\rX-B: 2\r\nContent-Length: 0\r\n\r\n", 400),
+    "NUL in a header value": (b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\x002\r\nContent-Length: 0\r\n\r\n", 400),
+    "space before the colon": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 0\r\n\r\n", 400),
     "malformed request line": (b"POST /\r\n\r\n", 400),
-    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),  # RFC 9110 15.6.6: another major version
     "TLS handshake on the plain port": (bytes.fromhex("16030100a5010000a10303") + os.urandom(64) + b"\n", 400),
-    "headers cut off": (b"POST / HTTP/1.1\r\nContent-Le", 400),
+    "headers cut off": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le", 400),
 }
 
 
@@ -226,11 +226,11 @@ def test_limits_are_options_with_their_documented_defaults():
     opts = dict(max_request_line=100, max_header_line=50, max_headers=3, max_header_bytes=120)
     with webhooklite.Receiver(SECRET, max_body=10).start(**opts) as server:
         assert exchange(server, b"POST /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n")[0] == [414]
-        assert exchange(server, b"POST / HTTP/1.1\r\nX-A: " + b"a" * 50 + b"\r\n\r\n")[0] == [431]
-        assert exchange(server, b"POST / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 4 + b"\r\n")[0] == [431]
-        assert exchange(server, b"POST / HTTP/1.1\r\n" + (b"X-A: " + b"a" * 40 + b"\r\n") * 3 + b"\r\n")[0] == [431]
-        assert exchange(server, b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)[0] == [413]
-        assert exchange(server, b"POST / HTTP/1.1\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n{}", half_close=True)[0] == [401]
+        assert exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 50 + b"\r\n\r\n")[0] == [431]
+        assert exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\n" + b"X-A: 1\r\n" * 4 + b"\r\n")[0] == [431]
+        assert exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\n" + (b"X-A: " + b"a" * 40 + b"\r\n") * 3 + b"\r\n")[0] == [431]
+        assert exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)[0] == [413]
+        assert exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n{}", half_close=True)[0] == [401]
     with pytest.raises(ValueError):
         webhooklite.Receiver(SECRET).start(max_connections=0)
     with pytest.raises(ValueError):
@@ -436,7 +436,7 @@ def test_random_garbage_and_mutations(app, logs):
     # Nobody got in: every event a handler saw is byte for byte one that was signed.
     for event in a.seen:
         assert event.id in originals and event.body == originals[event.id], event
-    assert set(answered) <= {200, 400, 401, 404, 405, 411, 413, 414, 431, 501}, answered
+    assert set(answered) <= {200, 400, 401, 404, 405, 411, 413, 414, 431, 501, 505}, answered
     assert answered.get(400, 0) > 50 and answered.get(401, 0) > 50, answered
     assert not logs.errors(), logs.errors()[:3]
     assert good_answer(server)[0] == 200
@@ -590,7 +590,7 @@ def test_idle_connections_are_closed_after_idle_timeout(app):
 def test_a_body_that_never_comes_is_cut_at_request_timeout(app):
     _, server = app
     s = socket.create_connection((server.host, server.port), timeout=10)
-    s.sendall(b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{")
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
     start = time.monotonic()
     for _ in range(5):  # keep trickling: the socket never goes idle, the deadline still holds
         time.sleep(0.3)

@@ -151,6 +151,21 @@ def test_status(transport, name, build, status, field):
         assert ok[0] == 200 and b'"ok"' in ok[2]
 
 
+def test_head_is_answered_as_get_would_be_without_a_body(transport):
+    """RFC 9110 9.3.2: the same status and headers as GET (Content-Length included), no body."""
+    runs = []
+    with transport(make_receiver(runs)) as call:
+        get_status, get_headers, get_body = call("GET", "/hooks", {}, b"")
+        for path, status in (("/hooks", 405), ("/other", 404)):
+            got_status, got_headers, got_body = call("HEAD", path, {}, b"")
+            assert got_status == status and got_body == b""
+            assert got_headers.get("content-type") == "application/json"
+        assert got_headers.get("allow") is None and get_headers.get("allow") == "POST"
+        head_405 = call("HEAD", "/hooks", {}, b"")
+        assert head_405[1]["content-length"] == get_headers["content-length"] == str(len(get_body))
+        assert call(*_valid())[0] == 200 and len(runs) == 1
+
+
 def test_duplicate_is_answered_without_running_handlers_again(transport):
     runs = []
     with transport(make_receiver(runs)) as call:

@@ -141,7 +141,8 @@ class ASGICall:
                 self._done = asyncio.Event()
             self._done.set()
 
-    def answer(self) -> Answer:
+    def answer(self, head: bool = False) -> Answer:
+        """(status, headers, body) the app sent; ``head``: the answer to a HEAD, which has no body."""
         assert self.sent, "the app sent no answer"
         start, rest = self.sent[0], self.sent[1:]
         assert rest and not rest[-1].get("more_body", False), "the answer was not completed"
@@ -149,7 +150,9 @@ class ASGICall:
         for name, value in start.get("headers", []):
             headers[name.decode("latin-1")] = value.decode("latin-1")
         body = b"".join(m.get("body", b"") for m in rest)
-        if "content-length" in headers:
+        if head:
+            assert body == b"", "a body in the answer to a HEAD"
+        elif "content-length" in headers:
             assert int(headers["content-length"]) == len(body)
         return start["status"], headers, body
 
@@ -188,7 +191,7 @@ def asgi_transport(receiver: webhooklite.Receiver) -> Iterator[Any]:
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if not any(k == b"content-length" for k, _ in raw):
             raw.append((b"content-length", str(len(body)).encode("ascii")))  # as http.client sends it
-        return run_asgi(app, asgi_scope(method, path, raw), split(body), loop).answer()
+        return run_asgi(app, asgi_scope(method, path, raw), split(body), loop).answer(head=method == "HEAD")
 
     try:
         yield call

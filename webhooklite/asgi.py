@@ -16,8 +16,8 @@ never blocks the loop. Standard library only.
 import asyncio
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
 
-from .headers import Headers, parse_uint
-from .receiver import Receiver, Response, _error
+from .headers import Headers, parse_content_length
+from .receiver import _BAD_LENGTH, Receiver, Response, _error
 
 __all__ = ["ASGIApp"]
 
@@ -64,12 +64,13 @@ class ASGIApp:
         length: Optional[int] = None
         length_text = headers.get("content-length")
         response: Optional[Response] = None
+        method = scope.get("method", "GET")
         if length_text is not None:
-            length = parse_uint(length_text)
+            length = parse_content_length(length_text)  # the grammar every transport shares
             if length is None:
-                response = _error(400, "Content-Length is not a number")
+                response = _BAD_LENGTH
         if response is None:
-            response = receiver.check(scope.get("method", "GET"), _full_path(scope), length)
+            response = receiver.check(method, _full_path(scope), length)
         if response is None:
             body = await _read_body(receive, receiver.max_body)
             if body is None:
@@ -81,7 +82,7 @@ class ASGIApp:
             else:
                 # In the loop's default thread pool, with this task's context variables (tracing, logging).
                 response = await asyncio.to_thread(receiver.process, Headers._from_lower(headers), body)
-        await _answer(send, response)
+        await _answer(send, response, method == "HEAD")
 
 
 def _full_path(scope: Scope) -> str:
@@ -116,13 +117,14 @@ async def _read_body(receive: Receive, limit: int) -> Optional[bytes]:
     return b"".join(chunks)
 
 
-async def _answer(send: Send, response: Response) -> None:
+async def _answer(send: Send, response: Response, head_only: bool = False) -> None:
     raw_headers: List[Tuple[bytes, bytes]] = [
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
     ]
     raw_headers.append((b"content-length", str(len(response.body)).encode("ascii")))
     await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": response.body, "more_body": False})
+    # HEAD: the same head, no body (RFC 9110 §9.3.2), whether or not the server strips it.
+    await send({"type": "http.response.body", "body": b"" if head_only else response.body, "more_body": False})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

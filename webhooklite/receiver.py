@@ -13,7 +13,7 @@ import threading
 from . import _lazylog
 from .errors import PayloadError, SignatureError
 from .events import Event, Router, decode_body, encode_json, event_from
-from .headers import Headers, parse_uint
+from .headers import Headers, parse_content_length, parse_list, parse_uint
 from .signing import DEFAULT_TOLERANCE, SCHEMES, Secret, Signer
 from .store import MemoryStore
 
@@ -83,6 +83,7 @@ _NOT_FOUND = _error(404, "not found")
 _NOT_POST = _error(405, "method not allowed: webhooks are POSTed", [("Allow", "POST")])
 _BUSY = _error(409, "this message is being handled right now; retry later", [("Retry-After", "1")])
 _HANDLER_FAILED = _error(500, "a handler failed; the sender should retry")
+_BAD_LENGTH = _error(400, "Content-Length is not a number (or its values differ)")
 
 
 def _unsigned_timestamp(h: Headers) -> Optional[int]:
@@ -300,12 +301,12 @@ class Receiver:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
         length_text = environ.get("CONTENT_LENGTH") or ""
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        head_only = method == "HEAD"
         length: Optional[int] = None
         if length_text:
-            length = parse_uint(length_text)
+            length = parse_content_length(length_text)  # the grammar every transport shares
             if length is None:
-                return self._wsgi_answer(start_response, _error(400, "Content-Length is not a number"))
+                return self._wsgi_answer(start_response, _BAD_LENGTH, head_only)
         response = self.check(method, path, length)
         if response is None:
             stream = environ["wsgi.input"]
@@ -317,7 +318,7 @@ class Receiver:
                 body = stream.read(self.max_body + 1)
                 if len(body) > self.max_body:
                     response = _error(413, f"the body is over the {self.max_body}-byte limit")
-            elif chunked:
+            elif "chunked" in (c.lower() for c in parse_list(environ.get("HTTP_TRANSFER_ENCODING", ""))):
                 # The server hands over the raw chunked stream (wsgiref does): its end cannot be
                 # found without blocking on the socket, so ask for a Content-Length instead.
                 body = b""
@@ -333,14 +334,15 @@ class Receiver:
                 if environ.get("CONTENT_TYPE"):
                     headers["content-type"] = environ["CONTENT_TYPE"]
                 response = self.process(Headers._from_lower(headers), body)
-        return self._wsgi_answer(start_response, response)
+        return self._wsgi_answer(start_response, response, head_only)
 
     @staticmethod
-    def _wsgi_answer(start_response: Callable[..., Any], response: Response) -> List[bytes]:
+    def _wsgi_answer(start_response: Callable[..., Any], response: Response, head_only: bool) -> List[bytes]:
         headers = list(response.headers)
         headers.append(("Content-Length", str(len(response.body))))
         start_response(f"{response.status} {response.reason}", headers)
-        return [response.body]
+        # HEAD: the same head, no body (RFC 9110 §9.3.2), whether or not the server strips it.
+        return [b""] if head_only else [response.body]
 
     # -- ASGI ---------------------------------------------------------------
 

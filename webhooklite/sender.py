@@ -9,7 +9,6 @@ cannot reuse a connection.
 import datetime
 import functools
 import io
-import re
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -17,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import __version__, _lazylog
 from .errors import DeliveryError
 from .events import encode_event, encode_json
-from .headers import check_header_value, parse_uint
+from .headers import check_header_value, is_field_value, is_token, parse_uint
 from .signing import SCHEMES, Secret, Signer, new_message_id
 
 __all__ = ["Sender", "Delivery", "Retry", "RETRY_STATUSES", "send"]
@@ -41,8 +40,6 @@ _OWN_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "x-hub-signature-256", "stripe-signature",
      "x-github-event", "x-github-delivery", "content-length", "transfer-encoding"}
 )
-#: A header name (RFC 9110 token).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -333,9 +330,11 @@ class Sender:
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         extra = dict(headers or {})
         for name, value in extra.items():
-            check_header_value(f"header {name!r}", f"{name}{value}")
-            if not _TOKEN.fullmatch(str(name)):
+            if not isinstance(name, str) or not is_token(name):
                 raise ValueError(f"{name!r} is not a valid header name")
+            if not isinstance(value, str) or not is_field_value(value):
+                raise ValueError(f"header {name!r}: the value may not contain CR, LF, NUL, VT or FF, "
+                                 f"nor characters beyond latin-1: {str(value)[:60]!r}")
         self._base_headers = {
             "Content-Type": "application/json",
             "User-Agent": f"webhooklite/{__version__}",

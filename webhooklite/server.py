@@ -18,8 +18,19 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._signals import until_stopped
-from .headers import Headers
-from .receiver import _DUPLICATE, _IGNORED, _OK, Receiver, Response, _error
+from .headers import (
+    Headers,
+    is_field_section,
+    is_host,
+    is_token,
+    origin_path,
+    parse_chunk_size,
+    parse_content_length,
+    parse_list,
+    parse_request_line,
+    split_field_line,
+)
+from .receiver import _BAD_LENGTH, _DUPLICATE, _IGNORED, _OK, Receiver, Response, _error
 
 __all__ = ["WebhookServer", "serve"]
 
@@ -51,28 +62,35 @@ class _Reject(Exception):
         self.response = response
 
 
-def _render(response: Response, keep_alive: bool) -> bytes:
-    rendered = _RENDERED.get((id(response), keep_alive))
+#: How an answer ends its connection: closes it, keeps it (HTTP/1.1: the default), or keeps it
+#: for an HTTP/1.0 client that asked, which must be told so (RFC 9112 §9.3).
+_CLOSE, _KEEP, _KEEP_10 = 0, 1, 2
+_CONNECTION = {_CLOSE: "Connection: close", _KEEP: None, _KEEP_10: "Connection: keep-alive"}
+
+
+def _render(response: Response, mode: int) -> bytes:
+    rendered = _RENDERED.get((id(response), mode))
     if rendered is not None:
         return rendered
-    return _render_now(response, keep_alive)
+    return _render_now(response, mode)
 
 
-def _render_now(response: Response, keep_alive: bool) -> bytes:
+def _render_now(response: Response, mode: int) -> bytes:
     lines = [f"HTTP/1.1 {response.status} {response.reason}"]
     for name, value in response.headers:
         lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {len(response.body)}")
-    if not keep_alive:
-        lines.append("Connection: close")
+    connection = _CONNECTION[mode]
+    if connection is not None:
+        lines.append(connection)
     head = "\r\n".join(lines) + "\r\n\r\n"
     return head.encode("latin-1") + response.body
 
 
 # The receiver's fixed answers (module constants, alive as long as the program, so their
 # ids are stable) are rendered once, not on every request.
-_RENDERED: Dict[Tuple[int, bool], bytes] = {
-    (id(r), keep): _render_now(r, keep) for r in (_OK, _DUPLICATE, _IGNORED) for keep in (True, False)
+_RENDERED: Dict[Tuple[int, int], bytes] = {
+    (id(r), mode): _render_now(r, mode) for r in (_OK, _DUPLICATE, _IGNORED) for mode in _CONNECTION
 }
 
 
@@ -141,6 +159,7 @@ class WebhookServer:
         self.host, self.port = self.socket.getsockname()[:2]
         self._slots = threading.BoundedSemaphore(max_connections)
         self._stopping = threading.Event()
+        self._stopped = threading.Event()  # stop() has ended: the watchdog ends with it
         self._wake_r, self._wake_w = socket.socketpair()
         self._conns: Dict[socket.socket, float] = {}  # open connection -> deadline
         self._conns_lock = threading.Lock()
@@ -209,30 +228,46 @@ class WebhookServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close idle connections, wait up to ``timeout`` for requests in flight."""
+        """Stop accepting, close idle connections, wait up to ``timeout`` for requests in flight.
+
+        Answers written meanwhile say ``Connection: close``. The watchdog keeps cutting
+        requests off at ``request_timeout`` while stop() waits; at ``timeout`` every
+        connection still open is closed (a handler still running finishes in its thread,
+        but its answer is lost; the sender retries and gets a duplicate).
+        """
         if self._stopping.is_set():
             return
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self.socket.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._conns_lock:
-                open_conns = list(self._conns)
-            if not open_conns:
-                break
-            for conn in open_conns:
-                # Wakes connections waiting for a next request; one mid-request finishes first.
-                if conn in self._idle:
-                    _shutdown(conn)
-            time.sleep(0.02)
-        self._wake_r.close()
-        self._wake_w.close()
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+            self.socket.close()
+            while time.monotonic() < deadline and self._open_connections(idle_only=True):
+                time.sleep(0.02)
+            # The deadline: close what is left, and give its threads a moment to end.
+            end = time.monotonic() + 1.0
+            while self._open_connections(idle_only=False) and time.monotonic() < end:
+                time.sleep(0.02)
+        finally:
+            self._stopped.set()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _open_connections(self, idle_only: bool) -> int:
+        """Shut down the idle connections (all of them unless ``idle_only``); return how many are open."""
+        with self._conns_lock:
+            conns = list(self._conns)
+            idle = set(self._idle)
+        for conn in conns:
+            # Wakes a connection waiting for a next request; one mid-request may finish first.
+            if not idle_only or conn in idle:
+                _shutdown(conn)
+        return len(conns)
 
     close = stop
 
@@ -264,7 +299,7 @@ class WebhookServer:
     def _start_watchdog(self) -> None:
         def watch() -> None:
             tick = max(0.05, min(1.0, self.request_timeout / 4, self.idle_timeout / 4))
-            while not self._stopping.wait(tick):
+            while not self._stopped.wait(tick):
                 now = time.monotonic()
                 with self._conns_lock:
                     late = [c for c, deadline in self._conns.items() if deadline < now]
@@ -328,29 +363,46 @@ class WebhookServer:
             line = rfile.readline(limit + 1)
         if not line:
             return False
-        method = path = "-"
-        linger = False
+        method = target = "-"
+        head_only = linger = http10 = keep_alive = False
         try:
             if len(line) > limit:
                 raise _Reject(_error(414, f"the request line is over {limit} bytes"))
             if not line.endswith(b"\n"):
                 raise _Reject(_error(400, "the request ended inside its request line"))
-            parts = line.split()
-            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            parsed = parse_request_line(line.decode("latin-1"))
+            if parsed is None:
                 raise _Reject(_error(400, "malformed request line"))
-            method, path = parts[0].decode("latin-1"), parts[1].decode("latin-1")
-            http10 = parts[2] == b"HTTP/1.0"
+            method, target, version = parsed
+            head_only = method == "HEAD"  # answered without a body, whatever the answer (RFC 9110 §9.3.2)
+            if version[0] != "1":
+                raise _Reject(_error(505, "this server speaks HTTP/1.1 and HTTP/1.0"))
+            http10 = version == "1.0"
             h = self._read_headers(rfile)
-            connection = h.get("connection", "").lower()
-            keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+            host = h.get("host")
+            if host is None:
+                if not http10:  # RFC 9112 §3.2: a 1.1 request without Host is 400
+                    raise _Reject(_error(400, "an HTTP/1.1 request needs a Host header"))
+            elif not is_host(host):
+                raise _Reject(_error(400, "the Host header is not a valid host[:port]"))
+            connection = h.get("connection")
+            if connection is None:
+                keep_alive = not http10
+            else:
+                options = [o.lower() for o in parse_list(connection)]
+                keep_alive = "close" not in options and (not http10 or "keep-alive" in options)
             length = self._body_length(h)
-            response = self.receiver.check(method, path, length)
+            if length is None and http10:
+                # RFC 9112 §6.1: Transfer-Encoding in 1.0 is faulty framing; close after answering.
+                keep_alive = False
+            response = self.receiver.check(method, origin_path(target), length)
             if response is not None:
                 # Refused before the body: close unless there is no body to skip.
                 if length != 0:
                     keep_alive, linger = False, True
             else:
-                if h.get("expect", "").lower() == "100-continue":
+                # Never a 1xx to an HTTP/1.0 client (RFC 9110 §10.1.1, §15.2).
+                if not http10 and h.get("expect", "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 if length is None:
                     body = self._read_chunked(rfile)
@@ -365,15 +417,18 @@ class WebhookServer:
                     response = self.receiver.process(h, body)
                 except Exception:
                     # A store or the receiver itself failed: the details go to the log only.
-                    log.exception("error handling %s %s", method, _printable(path))
+                    log.exception("error handling %s %s", method, _printable(target))
                     response, keep_alive = _INTERNAL_ERROR, False
         except _Reject as r:
             response, keep_alive, linger = r.response, False, True
+        if keep_alive and self._stopping.is_set():
+            keep_alive = False  # stopping: say so, then close
         self._deadline(conn, self.idle_timeout)
-        conn.sendall(_render(response, keep_alive))
+        data = _render(response, (_KEEP_10 if http10 else _KEEP) if keep_alive else _CLOSE)
+        conn.sendall(data[: len(data) - len(response.body)] if head_only else data)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
-                '%s "%s %s" %d %d', addr[0], _printable(method), _printable(path), response.status, len(response.body)
+                '%s "%s %s" %d %d', addr[0], _printable(method), _printable(target), response.status, len(response.body)
             )
         if linger:
             self._linger(conn, rfile)
@@ -422,17 +477,14 @@ class WebhookServer:
             total += len(line)
             if count > max_count or total > max_bytes:
                 raise _Reject(_error(431, f"over {max_count} headers or {max_bytes} header bytes"))
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
-                raise _Reject(_error(400, "malformed header line"))
-            value = value.rstrip(b"\r\n")
-            if b"\r" in value or b"\x00" in value or b"\n" in name:
-                # RFC 9110: a bare CR or a NUL in a field value is invalid; refuse it
-                # rather than pass it on (e.g. to a handler that forwards headers).
-                raise _Reject(_error(400, "malformed header line"))
-            key = name.decode("latin-1").lower()
-            text = value.strip(b" \t").decode("latin-1")
+            # A bare LF may end a line (RFC 9112 §2.2); a CR anywhere else is refused below.
+            field = split_field_line(line.decode("latin-1")[: -2 if line.endswith(b"\r\n") else -1])
+            if field is None:
+                raise _Reject(_error(400, _malformed(line)))
+            key, text = field[0].lower(), field[1]
             if key in headers:
+                if key == "host":  # RFC 9112 §3.2: more than one Host line is 400
+                    raise _Reject(_error(400, "more than one Host header"))
                 headers[key] += ", " + text
             else:
                 headers[key] = text
@@ -441,31 +493,30 @@ class WebhookServer:
     def _read_plain_headers(rfile: Any, max_line: int, max_count: int, max_bytes: int) -> Optional[Headers]:
         """The fast path of :meth:`_read_headers`: the whole head parsed at once, or None.
 
-        It takes a head that is already buffered and plain: CRLF line ends only (no bare
-        CR or LF), no NUL, within every limit, every line a well-formed field. That is
-        every ordinary request; it gives the same Headers the line-by-line path would.
-        Anything else (or a head still arriving) consumes nothing and returns None, and
-        the line-by-line path reads it and says what is wrong.
+        It takes a head that is already buffered and plain: every line a valid field line
+        ended by CRLF (one regular expression checks them all), within every limit, one
+        Host at most. That is every ordinary request; it gives the same Headers the
+        line-by-line path would. Anything else (or a head still arriving) consumes
+        nothing and returns None, and the line-by-line path reads it and says what is wrong.
         """
         buf = rfile.peek(1)
         end = buf.find(b"\r\n\r\n")
-        if end <= 0 or buf[:1] in (b"\r", b"\n") or end + 4 > max_bytes:
+        if end <= 0 or end + 4 > max_bytes:
             return None
-        head = buf[:end]
-        crlf = head.count(b"\r\n")
-        if head.count(b"\r") != crlf or head.count(b"\n") != crlf or b"\x00" in head or crlf >= max_count:
+        text = buf[:end].decode("latin-1")
+        if not is_field_section(text):
             return None
-        lines = head.decode("latin-1").split("\r\n")
-        if end + 2 > max_line and max(map(len, lines)) + 2 > max_line:
+        lines = text.split("\r\n")
+        if len(lines) > max_count or (end + 2 > max_line and max(map(len, lines)) + 2 > max_line):
             return None
         headers: Dict[str, str] = {}
         for line in lines:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name[0] in " \t" or name[-1] in " \t":
-                return None
+            name, _, value = line.partition(":")
             key = name.lower()
             text = value.strip(" \t")
             if key in headers:
+                if key == "host":
+                    return None
                 headers[key] += ", " + text
             else:
                 headers[key] = text
@@ -473,26 +524,27 @@ class WebhookServer:
         return Headers._from_lower(headers)
 
     def _body_length(self, h: Headers) -> Optional[int]:
-        """Content-Length as an int; None for a chunked body."""
+        """Content-Length as an int; None for a chunked body (RFC 9112 §6)."""
         te = h.get("transfer-encoding")
         cl = h.get("content-length")
         if te is not None:
             if cl is not None:
                 raise _Reject(_error(400, "both Transfer-Encoding and Content-Length"))
-            if te.lower().replace(" ", "") != "chunked":
+            codings = [c.lower() for c in parse_list(te)]
+            if not codings or not all(map(is_token, codings)):
+                raise _Reject(_error(400, "malformed Transfer-Encoding"))
+            if codings[-1] != "chunked" or codings.count("chunked") > 1:
+                # §6.3: chunked not last (once), the body's length cannot be known: 400, close.
+                raise _Reject(_error(400, "the chunked transfer coding must come last, once"))
+            if len(codings) > 1:
                 raise _Reject(_error(501, "only the chunked transfer coding is supported"))
             return None
         if cl is None:
             return 0
-        if cl.isdigit() and cl.isascii() and len(cl) <= 18:
-            return int(cl)  # the usual case; the checks below say what is wrong otherwise
-        values = {v.strip() for v in cl.split(",")}
-        if len(values) != 1:
-            raise _Reject(_error(400, "conflicting Content-Length values"))
-        text = values.pop()
-        if not text.isdigit() or not text.isascii() or len(text) > 18:
-            raise _Reject(_error(400, "Content-Length is not a number"))
-        return int(text)
+        length = parse_content_length(cl)
+        if length is None:
+            raise _Reject(_BAD_LENGTH)
+        return length
 
     def _read_chunked(self, rfile: Any) -> bytes:
         limit = self.receiver.max_body
@@ -500,30 +552,39 @@ class WebhookServer:
         size = 0
         while True:
             line = rfile.readline(1026)
-            if not line.endswith(b"\n"):
+            # Hex digits only (int(..., 16) would also take "0x", "_", "+"), CRLF, never a bare LF.
+            n = parse_chunk_size(line.decode("latin-1"))
+            if n is None:
                 raise _Reject(_error(400, "malformed chunk size line"))
-            text = line.split(b";", 1)[0].strip(b" \t\r\n")
-            # Hex digits only: int(..., 16) would also take "0x", "_", "+" and spaces.
-            if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
-                raise _Reject(_error(400, "malformed chunk size"))
-            n = int(text, 16)
             if n == 0:
                 break
             size += n
             if size > limit:
                 raise _Reject(_error(413, f"the body is over the {limit}-byte limit"))
             chunk = rfile.read(n)
-            if len(chunk) < n or rfile.read(2) not in (b"\r\n",):
+            if len(chunk) < n or rfile.read(2) != b"\r\n":
                 raise _Reject(_error(400, "malformed chunk"))
             chunks.append(chunk)
-        # Trailer fields, if any, up to the blank line.
+        # Trailer fields, if any (each a valid field line, dropped), up to the blank line.
         for _ in range(self.max_headers + 1):
             line = rfile.readline(self.max_header_line + 1)
-            if line in (b"\r\n", b"\n"):
+            if line == b"\r\n":
                 return b"".join(chunks)
-            if not line or len(line) > self.max_header_line:
+            if not line.endswith(b"\r\n") or split_field_line(line[:-2].decode("latin-1")) is None:
                 break
         raise _Reject(_error(400, "malformed chunked trailer"))
+
+
+def _malformed(line: bytes) -> str:
+    """What is wrong with a header line the grammar refused, in a few words."""
+    if line[:1] in (b" ", b"\t"):
+        return "a header line starts with white space (obs-fold is not accepted)"
+    name, sep, _ = line.partition(b":")
+    if not sep:
+        return "malformed header line (no colon)"
+    if not is_token(name.decode("latin-1")):
+        return "a header name is not a token (RFC 9110 5.6.2)"
+    return "a header value holds a CR, LF, NUL, VT or FF"
 
 
 _INTERNAL_ERROR = _error(500, "internal error; the sender should retry")
