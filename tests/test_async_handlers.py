@@ -70,3 +70,66 @@ def test_a_handler_returning_an_awaitable_is_awaited():
     receiver.on("*", lambda event: later(event))  # e.g. a partial or a lambda around an async function
     assert receiver.handle("POST", "/", *signed(msg_id="msg_l1")).status == 200
     assert seen == ["msg_l1"]
+
+
+APP = '''
+import asyncio, os, threading, webhooklite
+receiver = webhooklite.Receiver(os.environ["WEBHOOK_SECRET"])
+log = open(os.environ["RUNS"], "a", buffering=1)
+
+@receiver.on("payment.completed")
+async def slow(event):
+    await asyncio.sleep(0.4)  # on the loop: twenty of these at once take 0.4 s, not 8
+    log.write(f"async {event.id} {threading.current_thread() is threading.main_thread()}\\n")
+
+@receiver.on("payment.*")
+def audit(event):
+    log.write(f"sync {event.id} {threading.current_thread() is threading.main_thread()}\\n")
+
+app = receiver.asgi
+'''
+
+
+def test_async_handlers_run_on_uvicorns_loop(tmp_path):
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-ci.txt)")
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    (tmp_path / "asyncapp.py").write_text(APP)
+    runs = tmp_path / "runs.txt"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, WEBHOOK_SECRET=SECRET, RUNS=str(runs), PYTHONPATH=f"{tmp_path}{os.pathsep}{os.getcwd()}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "asyncapp:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, server.stderr.read().decode()
+                time.sleep(0.1)
+        start = time.monotonic()
+        with webhooklite.Sender(url, SECRET, timeout=10) as sender, ThreadPoolExecutor(20) as pool:
+            results = list(pool.map(lambda i: sender.send("payment.completed", {"n": i}, id=f"msg_{i}"), range(20)))
+        took = time.monotonic() - start
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert all(d.ok for d in results), [d.error for d in results]
+    lines = runs.read_text().split()
+    entries = [tuple(lines[i:i + 3]) for i in range(0, len(lines), 3)]
+    assert sorted(e[1] for e in entries if e[0] == "async") == sorted(f"msg_{i}" for i in range(20))
+    assert {e[2] for e in entries if e[0] == "async"} == {"True"}  # on uvicorn's loop, in its main thread
+    assert {e[2] for e in entries if e[0] == "sync"} == {"False"}  # a sync handler keeps its thread
+    assert took < 4.0, took  # twenty 0.4 s handlers at once; one after another would take 8 s

@@ -17,7 +17,8 @@ import asyncio
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
 
 from .headers import Headers, parse_content_length
-from .receiver import _BAD_LENGTH, Receiver, Response, _error
+from .events import is_async
+from .receiver import _HANDLER_FAILED, _OK, _BAD_LENGTH, Receiver, Response, _error
 
 __all__ = ["ASGIApp"]
 
@@ -80,9 +81,38 @@ class ASGIApp:
             elif length is not None and len(body) != length:
                 response = _error(400, "the body does not match its Content-Length")
             else:
-                # In the loop's default thread pool, with this task's context variables (tracing, logging).
-                response = await asyncio.to_thread(receiver.process, Headers._from_lower(headers), body)
+                response = await _process(receiver, Headers._from_lower(headers), body)
         await _answer(send, response, method == "HEAD")
+
+
+async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
+    """Signature, body, dedupe and handlers: sync work in the loop's default thread pool (with this
+    task's context variables: tracing, logging), ``async def`` handlers awaited here, on the loop."""
+    if not receiver._router.has_async:
+        return await asyncio.to_thread(receiver.process, h, body)  # one hop for the whole request
+    admitted = await asyncio.to_thread(receiver._admit, h, body)  # a store's begin() may block
+    if isinstance(admitted, Response):
+        return receiver._count(admitted)
+    event, handlers = admitted
+    failed = False
+    try:
+        for handler in handlers:
+            try:
+                if is_async(handler):
+                    await handler(event)
+                else:
+                    result = await asyncio.to_thread(handler, event)
+                    if hasattr(result, "__await__"):
+                        await result
+            except Exception:
+                failed = True
+                receiver._log_failure(handler, event)
+    except BaseException:  # cancelled (the server shut down): the id must not stay busy
+        failed = True
+        raise
+    finally:
+        receiver._settle(event.id, failed)  # not awaited: it must run even while being cancelled
+    return receiver._count(_HANDLER_FAILED if failed else _OK)
 
 
 def _full_path(scope: Scope) -> str:

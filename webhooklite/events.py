@@ -7,6 +7,7 @@ The envelope a Sender puts on the wire for ``send("payment.completed", data)``::
 import datetime
 import enum
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -365,6 +366,15 @@ class Event(Mapping[str, Any]):
 Handler = Callable[[Event], Any]
 
 
+def is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a coroutine: an ``async def`` function, a partial of one, or an
+    object whose ``__call__`` is one (``inspect.iscoroutinefunction`` without importing inspect)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__call__", None), "__code__", None)
+    return bool(getattr(code, "co_flags", 0) & 0x80)  # CO_COROUTINE
+
+
 class Router:
     """Event-type patterns to handlers; every match runs, in registration order.
 
@@ -375,6 +385,8 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: List[Tuple[str, bool, Handler]] = []
+        #: Whether any handler is an ``async def`` function (the ASGI transport then awaits them on its loop).
+        self.has_async = False
         self._cache: Dict[Optional[str], Tuple[Handler, ...]] = {}
 
     def add(self, pattern: str, handler: Handler) -> None:
@@ -385,6 +397,7 @@ class Router:
         wild = any(c in pattern for c in "*?[")
         self._routes.append((pattern, wild, handler))
         self._cache.clear()
+        self.has_async = self.has_async or is_async(handler)
 
     def match(self, etype: Optional[str]) -> Tuple[Handler, ...]:
         """The handlers for ``etype``, in registration order."""
