@@ -272,3 +272,128 @@ def test_message_id_with_crlf_is_refused(scripted):
         with pytest.raises(ValueError, match="message id"):
             sender.post({}, id="msg_1\r\nX-Injected: 1")
     assert server.requests == []
+
+
+# -- timeouts: a connect budget and a read budget (issue 10, item 10) --------------------------
+
+
+class Blackholes:
+    """Listening sockets on 127.0.0.2, .3, ... at one port, whose accept queues are full: they drop SYNs.
+
+    Linux keeps backlog + 1 connections waiting to be accepted; past that a SYN is dropped and the
+    client retransmits, as with a broken AAAA record or a firewall that drops.
+    """
+
+    def __init__(self, port, n=1):
+        import socket
+
+        self.socks, self.fillers, self.addresses = [], [], []
+        for i in range(n):
+            address = f"127.0.0.{2 + i}"
+            s = socket.socket()
+            s.bind((address, port))
+            s.listen(0)
+            self.socks.append(s)
+            self.addresses.append(address)
+            filler = socket.create_connection((address, port), timeout=2)  # fills the queue: never accepted
+            self.fillers.append(filler)
+            probe = socket.socket()
+            probe.settimeout(0.3)
+            try:
+                probe.connect((address, port))
+                pytest.skip("a listener with a full accept queue does not drop SYNs on this machine")
+            except socket.timeout:
+                pass
+            finally:
+                probe.close()
+
+    def close(self):
+        for s in self.socks + self.fillers:
+            s.close()
+
+
+@pytest.fixture
+def blackholes():
+    made = []
+
+    def make(port, n=1):
+        try:
+            b = Blackholes(port, n)
+        except OSError as e:
+            pytest.skip(f"cannot listen on 127.0.0.2+ at port {port}: {e}")
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_an_address_that_drops_syns_does_not_eat_the_budget(scripted, blackholes, guarded):
+    server = scripted([200])
+    holes = blackholes(server.port)
+    resolver = lambda host, port: holes.addresses + ["127.0.0.1"]  # noqa: E731  (a broken first address)
+    guard = {"block_private": True, "allow_networks": ["127.0.0.0/8"]} if guarded else {}
+    start = time.monotonic()
+    with Sender(f"http://hooks.example:{server.port}/hook", timeout=2.0, retry=Retry(attempts=1),
+                resolver=resolver, **guard) as sender:
+        d = sender.send("x", {})
+    assert d.ok and d.attempts == 1, d.error
+    assert time.monotonic() - start < 1.5  # the next address was tried 250 ms later, not after 2 s
+    assert len(server.requests) == 1 and server.requests[0][2]["host"] == f"hooks.example:{server.port}"
+
+
+def test_the_read_budget_starts_once_connected(scripted, blackholes):
+    # Four dead addresses before the live one: about 1 s of the connect budget goes on them.
+    # Then the receiver takes 1.5 s, inside a 2.5 s read budget: on one clock started before
+    # connecting (2.5 s for everything), this answer would come too late.
+    server = scripted([("sleep", 1.5)])
+    holes = blackholes(server.port, n=4)
+    with Sender(f"http://hooks.example:{server.port}/hook", timeout=webhooklite.Timeout(connect=3, read=2.5),
+                retry=Retry(attempts=1), resolver=lambda h, p: holes.addresses + ["127.0.0.1"]) as sender:
+        d = sender.send("x", {})
+    assert d.ok, d.error
+    assert 2.5 < d.elapsed < 4.0
+
+
+def test_no_address_answers_within_the_connect_budget(scripted, blackholes):
+    server = scripted([200])
+    holes = blackholes(server.port, n=2)
+    start = time.monotonic()
+    d = webhooklite.send(f"http://hooks.example:{server.port}/", "x", {}, resolver=lambda h, p: holes.addresses,
+                         timeout=webhooklite.Timeout(connect=0.6, read=5), retry=Retry(attempts=1))
+    assert not d.ok and d.retryable and d.status is None
+    assert d.error.startswith("connect timed out after 0.6 s") and "127.0.0.2" in d.error, d.error
+    assert time.monotonic() - start < 1.5
+    assert not server.requests
+
+
+def test_a_refused_address_moves_on_at_once(scripted):
+    import socket
+
+    server = scripted([200])
+    dead = socket.socket()
+    dead.bind(("127.0.0.2", server.port))  # bound, not listening: connections are refused
+    try:
+        start = time.monotonic()
+        d = webhooklite.send(f"http://hooks.example:{server.port}/", "x", {},
+                             resolver=lambda h, p: ["127.0.0.2", "127.0.0.1"], retry=Retry(attempts=1))
+        assert d.ok and time.monotonic() - start < 0.2, d.error
+        d = webhooklite.send(f"http://hooks.example:{server.port}/", "x", {},
+                             resolver=lambda h, p: ["127.0.0.2"], retry=Retry(attempts=1))
+        assert not d.ok and d.error == "connection refused"
+    finally:
+        dead.close()
+
+
+def test_timeout_as_a_number_or_a_timeout():
+    assert Sender("http://127.0.0.1:9/", timeout=4).timeout == webhooklite.Timeout(connect=4, read=4)
+    t = webhooklite.Timeout(connect=1.5, read=30)
+    assert Sender("http://127.0.0.1:9/", timeout=t).timeout is t
+    assert repr(t) == "Timeout(connect=1.5, read=30)"
+    for bad in (0, -1, float("inf"), float("nan"), "10", None, True):
+        with pytest.raises(ValueError, match="timeout"):
+            Sender("http://127.0.0.1:9/", timeout=bad)
+    with pytest.raises(ValueError, match="read timeout"):
+        webhooklite.Timeout(connect=1, read=0)

@@ -26,7 +26,7 @@ from .errors import (
 from .events import Event
 from .headers import Headers
 from .receiver import MemoryStore, Receiver, Response
-from .sender import Delivery, Retry, Sender, send
+from .sender import Delivery, Retry, Sender, Timeout, send
 from .signing import Signer, generate_secret, sign, verify
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Sender",
     "SignatureError",
     "Signer",
+    "Timeout",
     "TimestampError",
     "WebhookError",
     "generate_secret",

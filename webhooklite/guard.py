@@ -15,7 +15,7 @@ and IPv6 addresses that embed a refused IPv4 one (``::ffff:127.0.0.1``, NAT64
 ``64:ff9b::/96``, 6to4 ``2002::/16``).
 """
 import ipaddress
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 from .errors import WebhookError
 
@@ -101,7 +101,7 @@ def resolve(host: str, port: int) -> List[str]:
 
 
 class AddressGuard:
-    """Resolves a host once, checks every address, and connects only to a checked one.
+    """Resolves a host once and checks every address; the Sender connects only to those.
 
     ``allow`` lists networks that are let through anyway (``["10.1.2.0/24"]``
     for one internal service). ``resolver(host, port)`` returns address
@@ -140,25 +140,3 @@ class AddressGuard:
 
             raise socket.gaierror(f"{host} resolved to no address")
         return found
-
-    def connect(self, address: Any, timeout: Any = None, source_address: Any = None) -> Any:
-        """``socket.create_connection`` with the check: connect to a vetted address of ``(host, port)``."""
-        import socket
-
-        host, port = address[0], address[1]
-        last: Optional[BaseException] = None
-        for ip in self.check(host, port):
-            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                if timeout is not None and timeout is not getattr(socket, "_GLOBAL_DEFAULT_TIMEOUT", None):
-                    sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect((str(ip), port))
-                return sock
-            except OSError as e:
-                last = e
-                sock.close()
-        assert last is not None
-        raise last

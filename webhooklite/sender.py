@@ -1,18 +1,20 @@
-"""Sending: Sender, Delivery and Retry over http.client, with kept-alive connections.
+"""Sending: Sender, Delivery, Retry and Timeout, on sockets with kept-alive connections.
 
 The request is built purely (:meth:`Sender.prepare`), then sent. One
 ``webhook-id`` for every attempt of a message; a fresh timestamp and
-signature on each. http.client (which urllib is built on) is used directly:
-urllib's ``urlopen`` sends ``Connection: close`` on every request, so it
-cannot reuse a connection.
+signature on each. The Sender opens its own connections (every address of
+the host, 250 ms apart, under the connect budget), writes each request in
+one ``sendall`` and reads the answer with a sans-IO reader
+(``_response.ResponseReader``) under the read budget. urllib's ``urlopen``
+sends ``Connection: close`` on every request, and http.client offers neither
+a connect budget across addresses nor a deadline for a whole response.
 """
 import datetime
-import functools
-import io
+import math
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import __version__, _lazylog
 from .errors import DeliveryError
@@ -20,7 +22,7 @@ from .events import encode_event, encode_json
 from .headers import check_header_value, parse_uint
 from .signing import SCHEMES, Secret, Signer, new_message_id
 
-__all__ = ["Sender", "Delivery", "Retry", "RETRY_STATUSES", "send"]
+__all__ = ["Sender", "Delivery", "Retry", "Timeout", "RETRY_STATUSES", "send"]
 
 log = _lazylog.getLogger("webhooklite")  # logging is imported when first used
 
@@ -36,7 +38,10 @@ _MAX_IDLE = 32
 #: first checking (a system call) that the server has not closed it; a reuse that finds
 #: it closed is retried once on a fresh connection anyway (see ``_exchange``).
 _FRESH_IDLE = 0.25
-#: Headers a Sender sets per attempt (or http.client per request): not for ``headers=``.
+#: Seconds between connection attempts to a host's successive addresses (RFC 8305's
+#: "Connection Attempt Delay"): one that drops SYNs holds the others back this long only.
+STAGGER = 0.25
+#: Headers a Sender sets per attempt (or per request): not for ``headers=``.
 _OWN_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "x-hub-signature-256", "stripe-signature",
      "x-github-event", "x-github-delivery", "content-length", "transfer-encoding"}
@@ -63,6 +68,50 @@ def _parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opt
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Timeout:
+    """How long one attempt may take, per phase, as urllib3's ``Timeout(connect=, read=)``.
+
+    ``connect``: seconds to open a connection: TCP to each of the host's
+    addresses in turn (a new one every 250 ms, or at once when one fails; the
+    first to connect wins, and none waits past what is left of the budget),
+    then the TLS handshake. Resolving the name is not included (the system
+    resolver cannot be interrupted). ``read``: seconds from connected (or
+    from taking a kept-alive connection) to the end of the answer: writing the
+    request and reading the whole response, however slowly it trickles in.
+    ``Sender(timeout=10.0)`` means ``Timeout(connect=10.0, read=10.0)``; an
+    attempt takes at most ``connect + read``.
+    """
+
+    __slots__ = ("connect", "read")
+
+    def __init__(self, connect: float = 10.0, read: float = 10.0) -> None:
+        for what, value in (("connect", connect), ("read", read)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"the {what} timeout is a positive number of seconds, not {value!r}")
+        #: Seconds to connect (all addresses, and the TLS handshake).
+        self.connect = float(connect)
+        #: Seconds from connected to the end of the answer.
+        self.read = float(read)
+
+    @classmethod
+    def of(cls, value: Union[float, "Timeout"]) -> "Timeout":
+        """``value`` as a Timeout: a number is both budgets."""
+        if isinstance(value, Timeout):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"timeout is a number of seconds or a Timeout, not {value!r}")
+        return cls(value, value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Timeout) and (self.connect, self.read) == (other.connect, other.read)
+
+    def __hash__(self) -> int:
+        return hash((self.connect, self.read))
+
+    def __repr__(self) -> str:
+        return f"Timeout(connect={self.connect:g}, read={self.read:g})"
 
 
 class Retry:
@@ -95,7 +144,7 @@ class Retry:
             base *= 1 + random.uniform(-self.jitter, self.jitter)
         if retry_after is not None:
             base = max(base, min(retry_after, self.max_delay))
-        return max(0.0, base)
+        return max(0.0, float(base))
 
     def __repr__(self) -> str:
         return (
@@ -158,81 +207,218 @@ class Delivery:
         )
 
 
-def _send_output_once(conn: Any, message_body: Any = None, encode_chunked: bool = False) -> None:
-    """http.client's ``_send_output``, but the head and a bytes body leave in one write.
+class _ConnectTimeout(TimeoutError):
+    """No address of the host connected (TCP and TLS) within the connect budget."""
 
-    The stock one writes them apart: one system call more per request (two, with a
-    socket timeout, which polls before each write). Anything else goes the stock way.
+
+class _ReadTimeout(TimeoutError):
+    """The answer did not end within the read budget."""
+
+
+class _Closed(ConnectionError):
+    """The server closed the connection before its answer ended."""
+
+
+class _Stale(Exception):
+    """A kept-alive connection the server had closed: the request may go again on a new one."""
+
+
+def _interleave(addresses: List[Tuple[int, Any]]) -> List[Tuple[int, Any]]:
+    """Addresses in the resolver's order, families alternating from the first's (RFC 8305 §4)."""
+    if len({family for family, _ in addresses}) < 2:
+        return addresses
+    first = addresses[0][0]
+    same = [a for a in addresses if a[0] == first]
+    other = [a for a in addresses if a[0] != first]
+    out: List[Tuple[int, Any]] = []
+    for i in range(max(len(same), len(other))):
+        out += same[i:i + 1] + other[i:i + 1]
+    return out
+
+
+def _open(addresses: List[Tuple[int, Any]], deadline: float) -> Any:
+    """A TCP socket connected to the first of ``addresses`` that answers before ``deadline``.
+
+    One address: a plain connect. Several: a new attempt every ``STAGGER`` seconds (at
+    once when one fails), all racing, the first to connect wins (RFC 8305, "Happy
+    Eyeballs"): an address that drops SYNs costs 250 ms, not the whole budget.
     """
-    if isinstance(message_body, bytes) and not encode_chunked:
-        conn._buffer.extend((b"", message_body))
-        data = b"\r\n".join(conn._buffer)
-        del conn._buffer[:]
-        conn.send(data)
-    else:
-        type(conn)._send_output(conn, message_body, encode_chunked)
+    import socket
+
+    if len(addresses) == 1:
+        family, sockaddr = addresses[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.connect(sockaddr)
+        except socket.timeout:
+            sock.close()
+            raise _ConnectTimeout(f"no answer from {sockaddr[0]}") from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    import errno
+    import os
+    import selectors
+
+    pending: Dict[Any, Any] = {}
+    errors: List[OSError] = []
+    selector = selectors.DefaultSelector()
+    i, next_at = 0, 0.0
+    try:
+        while True:
+            now = time.monotonic()
+            if i < len(addresses) and (now >= next_at or not pending):
+                family, sockaddr = addresses[i]
+                i += 1
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                err = sock.connect_ex(sockaddr)
+                if err == 0:
+                    sock.setblocking(True)
+                    return sock
+                if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                    pending[sock] = sockaddr
+                    selector.register(sock, selectors.EVENT_WRITE, sock)
+                    next_at = now + STAGGER
+                else:
+                    errors.append(OSError(err, os.strerror(err)))
+                    sock.close()
+                continue
+            if not pending:
+                raise errors[-1]
+            if now >= deadline:
+                raise _ConnectTimeout("no answer from " + ", ".join(str(a[0]) for a in pending.values()))
+            wait = deadline - now if i >= len(addresses) else min(deadline, next_at) - now
+            for key, _ in selector.select(max(wait, 0.0)):
+                sock = key.data
+                selector.unregister(sock)
+                del pending[sock]
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err == 0:
+                    sock.setblocking(True)
+                    return sock
+                errors.append(OSError(err, os.strerror(err)))
+                sock.close()
+                next_at = 0.0  # one failed: try the next address at once
+    finally:
+        selector.close()
+        for sock in pending:
+            sock.close()
+
+
+def _looks_alive(sock: Any) -> bool:
+    """True when an idle connection has nothing to read: the server has not closed it (or spoken out of turn)."""
+    import select
+
+    try:
+        if hasattr(select, "poll"):
+            p = select.poll()
+            p.register(sock, select.POLLIN)
+            return not p.poll(0)
+        return not select.select([sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False
+
+
+class _Connection:
+    """One socket to the origin, and the timeout it is set to (changing it is a system call)."""
+
+    __slots__ = ("sock", "timeout", "idle_since")
+
+    def __init__(self, sock: Any, timeout: float) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 class _Pool:
-    """Idle HTTP/1.1 connections to one origin, shared by threads."""
+    """Idle HTTP/1.1 connections to one origin, shared by threads; opens new ones."""
 
     def __init__(
-        self, scheme: str, host: str, port: int, timeout: float, ssl_context: Any, guard: Any = None
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        timeout: Timeout,
+        ssl_context: Any,
+        guard: Any = None,
+        resolver: Optional[Callable[[str, int], Iterable[str]]] = None,
     ) -> None:
         self.scheme, self.host, self.port = scheme, host, port
         self.timeout = timeout
         self.ssl_context = ssl_context
-        #: The SSRF guard (``block_private=True``): resolves, checks and connects.
+        #: The SSRF guard (``block_private=True``): resolves and checks the addresses.
         self.guard = guard
-        self._idle: List[Tuple[Any, float]] = []  # (connection, when it went idle)
+        self.resolver = resolver
+        self._idle: List[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def _new(self) -> Any:
-        import http.client  # imported on first use: `import webhooklite` stays light
+    def _addresses(self) -> List[Tuple[int, Any]]:
         import socket
 
-        if self.scheme == "https":
-            import ssl
-
-            ctx = self.ssl_context or ssl.create_default_context()
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ctx)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         if self.guard is not None:
-            # Connect to the address the guard checked; TLS still verifies the URL's host name.
-            conn._create_connection = self.guard.connect
-        conn._send_output = functools.partial(_send_output_once, conn)
-        conn.connect()
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
+            ips = [str(ip) for ip in self.guard.check(self.host, self.port)]
+        elif self.resolver is not None:
+            ips = [str(a).split("%", 1)[0] for a in self.resolver(self.host, self.port)]
+        else:
+            found: List[Tuple[int, Any]] = []
+            for family, _, _, _, sockaddr in socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM):
+                if (family, sockaddr) not in found:
+                    found.append((family, sockaddr))
+            return _interleave(found)
+        if not ips:
+            raise socket.gaierror(f"{self.host} resolved to no address")
+        return _interleave([(socket.AF_INET6 if ":" in ip else socket.AF_INET, (ip, self.port)) for ip in ips])
 
-    def get(self) -> Tuple[Any, bool]:
+    def new(self) -> _Connection:
+        """A new connection: TCP (every address, under the connect budget), then TLS."""
+        import socket
+
+        deadline = time.monotonic() + self.timeout.connect
+        sock = _open(self._addresses(), deadline)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.scheme == "https":
+                import ssl
+
+                ctx = self.ssl_context or ssl.create_default_context()
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                try:
+                    # The connection may go to a checked address; TLS verifies the URL's host name.
+                    sock = ctx.wrap_socket(sock, server_hostname=self.host)
+                except socket.timeout:
+                    raise _ConnectTimeout("the TLS handshake did not finish") from None
+            sock.settimeout(self.timeout.read)
+        except BaseException:
+            sock.close()
+            raise
+        return _Connection(sock, self.timeout.read)
+
+    def get(self) -> Tuple[_Connection, bool]:
         """A connection and whether it was reused (an idle one that still looks alive)."""
         while True:
             with self._lock:
-                conn, since = self._idle.pop() if self._idle else (None, 0.0)
+                conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return self._new(), False
-            sock = conn.sock
-            if sock is not None and time.monotonic() - since < _FRESH_IDLE:
-                return conn, True
-            try:
-                # An idle connection with something to read has been closed (or spoke
-                # out of turn) by the server: drop it rather than fail a request on it.
-                import select
-
-                readable = sock is None or select.select([sock], [], [], 0)[0]
-            except (OSError, ValueError):
-                readable = True
-            if not readable:
+                return self.new(), False
+            if time.monotonic() - conn.idle_since < _FRESH_IDLE or _looks_alive(conn.sock):
                 return conn, True
             conn.close()
 
-    def put(self, conn: Any) -> None:
+    def put(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
         with self._lock:
             if not self._closed and len(self._idle) < _MAX_IDLE:
-                self._idle.append((conn, time.monotonic()))
+                self._idle.append(conn)
                 return
         conn.close()
 
@@ -240,33 +426,39 @@ class _Pool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for conn, _ in idle:
+        for conn in idle:
             conn.close()
 
 
-def _describe(exc: BaseException, timeout: float) -> Tuple[str, bool]:
+def _describe(exc: BaseException, timeout: Union[float, Timeout]) -> Tuple[str, bool]:
     """Words for a transport error, and whether it is worth retrying."""
     import socket
     import ssl
 
+    from ._response import ProtocolError
     from .guard import BlockedAddressError
 
+    t = Timeout.of(timeout)
     if isinstance(exc, BlockedAddressError):
         return str(exc), False  # the SSRF guard refused the address: retrying cannot help
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not accepted: {exc.verify_message or exc}", False
+    if isinstance(exc, _ConnectTimeout):
+        return f"connect timed out after {t.connect:g} s ({exc})", True
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return f"timed out after {timeout:g} s", True
+        return f"timed out after {t.read:g} s waiting for the answer", True
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused", True
     if isinstance(exc, socket.gaierror):
         return f"could not resolve the host: {exc.strerror or exc}", True
     if isinstance(exc, ConnectionResetError):
         return "connection reset by the server", True
+    if isinstance(exc, _Closed):
+        return str(exc), True
+    if isinstance(exc, ProtocolError):
+        return f"the answer is not valid HTTP/1.1: {exc}", True
     name = type(exc).__name__
     text = str(exc)
-    # A request http.client cannot even write (a header value outside latin-1) fails
-    # the same way every time: not worth a retry.
     return (f"{name}: {text}" if text else name), not isinstance(exc, (ValueError, TypeError))
 
 
@@ -278,21 +470,36 @@ def _safe_url(scheme: str, host: str, port: int, default_port: int) -> str:
     return f"{scheme}://{netloc}/…"
 
 
+def _host_header(host: str, port: int, default_port: int) -> str:
+    """The Host header for the URL's host, as http.client writes it (IDNA, IPv6 in brackets)."""
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port == default_port else f"{host}:{port}"
+
+
 class Sender:
     """Signs and POSTs JSON to one URL, retrying what is worth retrying.
 
     ``secret=None`` sends unsigned requests. Thread-safe; connections are kept
     alive and reused. Use as a context manager, or call :meth:`close`.
 
+    ``timeout`` is a number of seconds for each phase or a
+    :class:`Timeout` ``(connect=, read=)``: connecting (every address of the
+    host, and TLS) and then the exchange (the request and the whole answer).
+
     ``block_private=True`` is the SSRF guard for URLs that users type in: the
     host is resolved once, and a delivery to a loopback, private, link-local
     (cloud metadata), multicast or reserved address fails without a retry
     (``Delivery.error`` names the address and why); the connection goes to
     the address that was checked. ``allow_networks`` lets some networks
-    through anyway; ``resolver(host, port) -> [address, ...]`` replaces DNS
-    (tests). ``ssl_context`` is an ``ssl.SSLContext`` for a custom CA or a
-    client certificate (mutual TLS); by default certificates are verified
-    against the system's CAs.
+    through anyway. ``resolver(host, port) -> [address, ...]`` replaces DNS
+    (tests, or a fixed address for a host). ``ssl_context`` is an
+    ``ssl.SSLContext`` for a custom CA or a client certificate (mutual TLS);
+    by default certificates are verified against the system's CAs.
     """
 
     def __init__(
@@ -301,7 +508,7 @@ class Sender:
         secret: Optional[Secret] = None,
         *,
         scheme: str = "standard",
-        timeout: float = 10.0,
+        timeout: Union[float, Timeout] = 10.0,
         retry: Optional[Retry] = None,
         headers: Optional[Mapping[str, str]] = None,
         ssl_context: Any = None,
@@ -319,18 +526,19 @@ class Sender:
         except ValueError:
             raise ValueError(f"the URL's port is not a number: {url[:80]!r}") from None
         default_port = 443 if parts.scheme == "https" else 80
+        port = port or default_port
         #: The URL every message is POSTed to.
         self.url = url
         #: The signing scheme name.
         self.scheme = scheme
-        #: Seconds a connection, a read, or a whole response may take.
-        self.timeout = timeout
+        #: The connect and read budgets of one attempt (a number given is both).
+        self.timeout = Timeout.of(timeout)
         #: The retry policy.
         self.retry = retry if retry is not None else Retry()
         self._signer = Signer(secret, scheme) if secret is not None else None
         if secret is None and scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         extra = dict(headers or {})
         for name, value in extra.items():
             check_header_value(f"header {name!r}", f"{name}{value}")
@@ -348,7 +556,17 @@ class Sender:
             for key in [k for k in self._base_headers if k.lower() == lower]:
                 del self._base_headers[key]
             self._base_headers[name] = value
-        self._safe_url = _safe_url(parts.scheme, parts.hostname, port or default_port, default_port)
+        head = f"POST {target} HTTP/1.1\r\n"
+        if not any(k.lower() == "host" for k in self._base_headers):
+            head += f"Host: {_host_header(parts.hostname, port, default_port)}\r\n"
+        head += "Accept-Encoding: identity\r\n"  # what http.client sent: no compressed answers
+        head += "".join(f"{k}: {v}\r\n" for k, v in self._base_headers.items())
+        try:
+            #: Request line and the headers every attempt shares, encoded once.
+            self._head = head.encode("latin-1")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"a header or the URL's path is not latin-1 text: {e.object[e.start:e.end + 20]!r}") from None
+        self._safe_url = _safe_url(parts.scheme, parts.hostname, port, default_port)
         #: Whether the SSRF guard is on (see the class docstring).
         self.block_private = block_private
         guard = None
@@ -356,9 +574,9 @@ class Sender:
             from .guard import AddressGuard
 
             guard = AddressGuard(allow_networks, resolver)
-        elif allow_networks or resolver is not None:
-            raise ValueError("allow_networks and resolver are options of block_private=True")
-        self._pool = _Pool(parts.scheme, parts.hostname, port or default_port, timeout, ssl_context, guard)
+        elif allow_networks:
+            raise ValueError("allow_networks is an option of block_private=True")
+        self._pool = _Pool(parts.scheme, parts.hostname, port, self.timeout, ssl_context, guard, resolver)
 
     def __repr__(self) -> str:
         return f"Sender({self._safe_url!r}, scheme={self.scheme!r}, signed={self._signer is not None})"
@@ -375,11 +593,8 @@ class Sender:
 
     # -- building (pure) -------------------------------------------------------
 
-    def prepare(self, body: bytes, msg_id: str, event: Optional[str] = None, timestamp: Optional[int] = None) -> Dict[str, str]:
-        """The headers for one attempt: content type, id, signature (fresh timestamp)."""
-        ts = int(time.time()) if timestamp is None else timestamp
-        headers = dict(self._base_headers)
-        headers["webhook-id"] = msg_id
+    def _attempt_headers(self, body: bytes, msg_id: str, event: Optional[str], ts: int) -> Dict[str, str]:
+        headers = {"webhook-id": msg_id}
         if self._signer is not None:
             headers.update(self._signer.sign(body, msg_id, ts))
         if self.scheme == "standard" or self._signer is None:
@@ -389,6 +604,19 @@ class Sender:
                 headers["X-GitHub-Event"] = event
             headers["X-GitHub-Delivery"] = msg_id
         return headers
+
+    def prepare(self, body: bytes, msg_id: str, event: Optional[str] = None, timestamp: Optional[int] = None) -> Dict[str, str]:
+        """The headers for one attempt: content type, id, signature (fresh timestamp)."""
+        ts = int(time.time()) if timestamp is None else timestamp
+        headers = dict(self._base_headers)
+        headers.update(self._attempt_headers(body, msg_id, event, ts))
+        return headers
+
+    def _request(self, body: bytes, msg_id: str, event: Optional[str]) -> bytes:
+        """The bytes of one attempt: request line, headers (fresh timestamp and signature), body."""
+        own = self._attempt_headers(body, msg_id, event, int(time.time()))
+        lines = "".join([f"{k}: {v}\r\n" for k, v in own.items()])
+        return b"".join((self._head, lines.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body))
 
     # -- sending ---------------------------------------------------------------
 
@@ -415,9 +643,9 @@ class Sender:
         will be retried, before the wait (the CLI prints them).
         """
         msg_id = msg_id or new_message_id()
-        check_header_value("the message id", msg_id)
+        _check_value("the message id", msg_id)
         if event is not None:
-            check_header_value("the event type", event)
+            _check_value("the event type", event)
         start = time.monotonic()
         n = 0
         while True:
@@ -437,117 +665,103 @@ class Sender:
 
     def attempt(self, body: bytes, msg_id: str, event: Optional[str] = None) -> Delivery:
         """Make exactly one attempt (no retry); the Delivery says whether to retry."""
-        headers = self.prepare(body, msg_id, event)
         start = time.monotonic()
         d = Delivery(msg_id, self.url, attempts=1)
         try:
-            status, reason, resp_headers, resp_body = self._exchange(body, headers)
+            answer = self._exchange(self._request(body, msg_id, event))
         except Exception as exc:  # translated at the boundary: nothing escapes as a raw OSError
             d.error, d.retryable = _describe(exc, self.timeout)
             d.elapsed = time.monotonic() - start
             return d
         d.elapsed = time.monotonic() - start
-        d.status, d.response_body = status, resp_body
+        status, resp_headers = answer.status, answer.headers
+        d.status, d.response_body = status, answer.body
         if 200 <= status < 300:
             d.ok = True
         elif 300 <= status < 400:
             where = resp_headers.get("location")
-            d.error = f"{status} {reason}: redirect" + (f" to {where[:200]}" if where else "") + " not followed (use the final URL)"
+            d.error = f"{status} {answer.reason}: redirect" + (f" to {where[:200]}" if where else "") + " not followed (use the final URL)"
         else:
-            d.error = f"{status} {reason}".strip()
+            d.error = f"{status} {answer.reason}".strip()
             d.retryable = status in RETRY_STATUSES
             d.retry_after = _parse_retry_after(resp_headers.get("retry-after"))
         return d
 
-    def _exchange(self, body: bytes, headers: Dict[str, str]) -> Tuple[int, str, Dict[str, str], bytes]:
-        import http.client
-
-        deadline = time.monotonic() + self.timeout
-        # The response is read against the deadline, however slowly it trickles in.
-        response_class = functools.partial(_deadline_response, deadline=deadline, timeout=self.timeout)
+    def _exchange(self, request: bytes) -> Any:
+        """Send ``request`` on a pooled connection; the ResponseReader with the answer."""
+        conn: Optional[_Connection]
         conn, reused = self._pool.get()
         try:
             try:
-                conn.response_class = response_class
-                conn.request("POST", self._target, body, headers)
-                resp = conn.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
-                if not reused:
-                    raise
+                answer = self._roundtrip(conn, request, reused)
+            except _Stale:
                 # The server closed the kept-alive connection as we reused it: one fresh try.
                 conn.close()
-                conn, reused = self._pool._new(), False
-                conn.response_class = response_class
-                conn.request("POST", self._target, body, headers)
-                resp = conn.getresponse()
-            chunks, size = [], 0
-            while size <= RESPONSE_CAP:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the response did not end in time")
-                chunk = resp.read(16384)  # read(), unlike read1(), marks the end of a sized body
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            data = b"".join(chunks)
-            # Read only to explain a failure (Location, Retry-After): a 2xx needs none of them.
-            ok = 200 <= resp.status < 300
-            resp_headers = {} if ok else {k.lower(): v for k, v in resp.getheaders()}
-            if size > RESPONSE_CAP or not resp.isclosed() or resp.will_close:
-                # Too big to read to the end, or the server will close: not reusable.
-                conn.close()
-            else:
-                conn.sock.settimeout(self.timeout)  # _DeadlineReader shortened it
+                conn = self._pool.new()
+                answer = self._roundtrip(conn, request, False)
+            if answer.reusable:
+                if conn.timeout != self.timeout.read:
+                    conn.sock.settimeout(self.timeout.read)
+                    conn.timeout = self.timeout.read
                 self._pool.put(conn)
+            else:
+                conn.close()
             conn = None
-            return resp.status, resp.reason or "", resp_headers, data[:RESPONSE_CAP]
+            return answer
         finally:
             if conn is not None:
                 conn.close()
 
-
-class _DeadlineReader(io.RawIOBase):
-    """Reads a socket until a deadline: a response that trickles in forever times out.
-
-    It reads through the socket's own ``SocketIO`` (what ``makefile`` gives
-    http.client), which keeps the file descriptor open until the response is
-    closed: on a ``Connection: close`` answer http.client closes the
-    connection right after the head, before the body is read.
-    """
-
-    def __init__(self, raw: Any, sock: Any, deadline: float, timeout: float) -> None:
-        self._raw, self._sock, self._deadline, self._timeout = raw, sock, deadline, timeout
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
+    def _roundtrip(self, conn: _Connection, request: bytes, reused: bool) -> Any:
         import socket
 
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("the response did not end in time")
-        self._sock.settimeout(min(left, self._timeout))
-        return self._raw.readinto(buffer)
+        from ._response import ResponseReader
 
-    def fileno(self) -> int:
-        return self._raw.fileno()
+        read = self.timeout.read
+        deadline = time.monotonic() + read
+        sock = conn.sock
+        try:
+            sock.sendall(request)
+        except socket.timeout:
+            raise _ReadTimeout("timed out") from None
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            if reused:
+                raise _Stale() from None
+            raise
+        answer = ResponseReader(RESPONSE_CAP)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _ReadTimeout("timed out")
+            if left < conn.timeout - 0.01:  # the deadline is nearer than the socket's timeout
+                sock.settimeout(left)
+                conn.timeout = left
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                raise _ReadTimeout("timed out") from None
+            except (ConnectionResetError, ConnectionAbortedError):
+                if reused and not answer.started:
+                    raise _Stale() from None
+                raise
+            if not data:
+                if reused and not answer.started:
+                    raise _Stale()
+                if answer.feed_eof():
+                    return answer
+                raise _Closed("the server closed the connection " + (
+                    "before its answer ended" if answer.started else "without answering"))
+            if answer.feed(data):
+                return answer
 
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()  # releases the socket (closed for good if the connection was)
-        super().close()
 
-
-def _deadline_response(sock: Any, debuglevel: int = 0, method: Optional[str] = None, url: Optional[str] = None,
-                       *, deadline: float, timeout: float) -> Any:
-    """An http.client response whose reads (status, headers, body) all end by ``deadline``."""
-    import http.client
-
-    resp = http.client.HTTPResponse(sock, debuglevel, method=method, url=url)
-    raw = resp.fp.detach()  # the stock reader's SocketIO (nothing is buffered yet): it holds the socket open
-    resp.fp = io.BufferedReader(_DeadlineReader(raw, sock, deadline, timeout))
-    return resp
+def _check_value(what: str, value: str) -> None:
+    """A value bound for a header: no CR, LF or NUL (no injection), and latin-1 (what HTTP carries)."""
+    check_header_value(what, value)
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be latin-1 text for an HTTP header: {value[:60]!r}") from None
 
 
 def send(
