@@ -397,3 +397,33 @@ def test_timeout_as_a_number_or_a_timeout():
             Sender("http://127.0.0.1:9/", timeout=bad)
     with pytest.raises(ValueError, match="read timeout"):
         webhooklite.Timeout(connect=1, read=0)
+
+
+# -- credentials in the URL (issue 10, item 11) --------------------------------------------------
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown(scripted, caplog):
+    import base64
+
+    server = scripted([200, 503])
+    url = f"http://us%40er:p%3As%C3%A9cr3t@127.0.0.1:{server.port}/hook?x=1"
+    with caplog.at_level("DEBUG", logger="webhooklite"):
+        with Sender(url, SECRET, retry=FAST) as sender:
+            ok = sender.send("x", {})
+            failed = sender.send("x", {})
+    assert ok.ok and not failed.ok
+    expected = "Basic " + base64.b64encode("us@er:p:sécr3t".encode()).decode()
+    assert {r[2]["authorization"] for r in server.requests} == {expected}
+    assert server.requests[0][1] == "/hook?x=1"
+    assert server.requests[0][2]["host"] == f"127.0.0.1:{server.port}"
+    shown = ok.url + failed.url + sender.url + repr(sender) + repr(failed) + caplog.text
+    assert ok.url == f"http://127.0.0.1:{server.port}/hook?x=1"
+    assert "cr3t" not in shown and "us%40er" not in shown and "@127" not in shown
+    assert "failed after 3 attempt(s)" in caplog.text
+
+
+def test_credentials_and_an_authorization_header_are_refused_together():
+    with pytest.raises(ValueError, match="credentials"):
+        Sender("http://u:p@127.0.0.1:9/", headers={"Authorization": "Bearer x"})
+    d = webhooklite.send("http://user@127.0.0.1:9/", "x", {}, retry=Retry(attempts=1))
+    assert d.url == "http://127.0.0.1:9/" and not d.ok

@@ -527,7 +527,14 @@ class Sender:
             raise ValueError(f"the URL's port is not a number: {url[:80]!r}") from None
         default_port = 443 if parts.scheme == "https" else 80
         port = port or default_port
-        #: The URL every message is POSTed to.
+        credentials = None
+        if parts.username is not None or parts.password is not None:
+            # http://user:pass@host/: sent as Basic auth (as requests does), kept out of url and logs.
+            from urllib.parse import unquote, urlunsplit
+
+            credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            url = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+        #: The URL every message is POSTed to (without the credentials it may have held).
         self.url = url
         #: The signing scheme name.
         self.scheme = scheme
@@ -556,6 +563,12 @@ class Sender:
             for key in [k for k in self._base_headers if k.lower() == lower]:
                 del self._base_headers[key]
             self._base_headers[name] = value
+        if credentials is not None:
+            if any(k.lower() == "authorization" for k in self._base_headers):
+                raise ValueError("the URL holds credentials and headers= an Authorization header: give one of them")
+            import base64
+
+            self._base_headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
         head = f"POST {target} HTTP/1.1\r\n"
         if not any(k.lower() == "host" for k in self._base_headers):
             head += f"Host: {_host_header(parts.hostname, port, default_port)}\r\n"
