@@ -115,11 +115,26 @@ def test_retry_after_is_honoured(scripted):
     assert d.ok and time.monotonic() - start >= 0.95
 
 
-def test_retry_after_is_capped_by_max_delay(scripted):
-    server = scripted([(429, {"Retry-After": "3600"}), 200])
+def test_retry_after_longer_than_max_delay_stops_and_reports_it(scripted):
+    # Issue 10 item 12: a 429 asking for 120 s is never retried after max_delay: the Sender
+    # stops and says so; the Outbox schedules the next attempt after Retry-After.
+    server = scripted([(429, {"Retry-After": "120"}), 200])
     start = time.monotonic()
-    d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=2, backoff=0.01, max_delay=0.2, jitter=0))
-    assert d.ok and 0.19 <= time.monotonic() - start < 2  # waited max_delay: not backoff, not an hour
+    d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=3, backoff=0.01, max_delay=0.2, jitter=0))
+    assert time.monotonic() - start < 1
+    assert not d.ok and d.status == 429 and d.attempts == 1 and len(server.requests) == 1
+    assert d.retry_after == 120 and d.retryable
+    assert "Retry-After asks for 120 s, more than max_delay (0.2 s)" in d.error
+
+
+def test_a_shorter_retry_after_is_a_floor_for_the_wait(scripted):
+    server = scripted([(503, {"Retry-After": "1"}), 200])
+    seen = []
+    with Sender(server.url, retry=Retry(attempts=2, backoff=0.01, max_delay=2, jitter=0.2)) as sender:
+        d = sender.deliver(b"{}", on_retry=lambda failed, wait: seen.append(wait))
+    assert d.ok and d.attempts == 2 and seen == [1.0]  # backoff would have waited about 0.01 s
+    assert Retry(backoff=5, max_delay=30, jitter=0).delay(1, retry_after=2) == 5  # a floor, not a ceiling
+    assert Retry(backoff=0.1, max_delay=1, jitter=0).delay(1, retry_after=7) == 7  # never sooner than asked
 
 
 def test_retry_after_http_date():

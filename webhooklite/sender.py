@@ -119,8 +119,10 @@ class Retry:
 
     ``attempts`` counts every try including the first (``Retry(attempts=1)``:
     no retry). The n-th wait is ``min(max_delay, backoff * 2**(n-1))``
-    ± ``jitter`` (a fraction: 0.2 is ±20%), and at least the answer's
-    ``Retry-After`` (itself capped at ``max_delay``).
+    ± ``jitter`` (a fraction: 0.2 is ±20%), and never shorter than the
+    answer's ``Retry-After``. When that asks for longer than ``max_delay``,
+    the Sender stops retrying and reports the failed delivery with
+    ``Delivery.retry_after`` set (an Outbox schedules the next attempt then).
     """
 
     __slots__ = ("attempts", "backoff", "max_delay", "jitter")
@@ -143,7 +145,7 @@ class Retry:
 
             base *= 1 + random.uniform(-self.jitter, self.jitter)
         if retry_after is not None:
-            base = max(base, min(retry_after, self.max_delay))
+            base = max(base, retry_after)  # never sooner than the receiver asked
         return max(0.0, float(base))
 
     def __repr__(self) -> str:
@@ -666,14 +668,11 @@ class Sender:
             d = self.attempt(body, msg_id, event)
             d.attempts = n
             d.elapsed = time.monotonic() - start
-            if d.ok or not d.retryable or n >= self.retry.attempts:
-                if not d.ok:
-                    log.warning("delivery %s to %s failed after %d attempt(s): %s", msg_id, self._safe_url, n, d.error)
+            wait = _next_wait(self.retry, d, self._safe_url)
+            if wait is None:
                 return d
-            wait = self.retry.delay(n, d.retry_after)
             if on_retry is not None:
                 on_retry(d, wait)
-            log.info("delivery %s to %s attempt %d failed (%s); retrying in %.2f s", msg_id, self._safe_url, n, d.error, wait)
             time.sleep(wait)
 
     def attempt(self, body: bytes, msg_id: str, event: Optional[str] = None) -> Delivery:
@@ -766,6 +765,26 @@ class Sender:
                     "before its answer ended" if answer.started else "without answering"))
             if answer.feed(data):
                 return answer
+
+
+def _next_wait(retry: Retry, d: Delivery, where: str) -> Optional[float]:
+    """After attempt ``d.attempts``: None when ``d`` is the outcome (logged if it failed), else the wait.
+
+    A ``Retry-After`` longer than ``max_delay`` ends the retries here (DESIGN.md): the
+    receiver is never asked again sooner than it said, and ``d.retry_after`` tells the
+    caller (an Outbox schedules the next attempt after it).
+    """
+    n = d.attempts
+    if d.ok:
+        return None
+    if d.retryable and n < retry.attempts and d.retry_after is not None and d.retry_after > retry.max_delay:
+        d.error = f"{d.error}; Retry-After asks for {d.retry_after:g} s, more than max_delay ({retry.max_delay:g} s): not retried now"
+    elif d.retryable and n < retry.attempts:
+        wait = retry.delay(n, d.retry_after)
+        log.info("delivery %s to %s attempt %d failed (%s); retrying in %.2f s", d.id, where, n, d.error, wait)
+        return wait
+    log.warning("delivery %s to %s failed after %d attempt(s): %s", d.id, where, n, d.error)
+    return None
 
 
 def _check_value(what: str, value: str) -> None:
