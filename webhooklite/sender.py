@@ -390,9 +390,7 @@ class _Pool:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.scheme == "https":
-                import ssl
-
-                ctx = self.ssl_context or ssl.create_default_context()
+                ctx = self._tls()
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 try:
                     # The connection may go to a checked address; TLS verifies the URL's host name.
@@ -404,6 +402,16 @@ class _Pool:
             sock.close()
             raise
         return _Connection(sock, self.timeout.read)
+
+    def _tls(self) -> Any:
+        """The SSL context: the caller's, or the system default built once (loading CAs takes milliseconds)."""
+        if self.ssl_context is None:
+            import ssl
+
+            with self._lock:
+                if self.ssl_context is None:
+                    self.ssl_context = ssl.create_default_context()
+        return self.ssl_context
 
     def get(self) -> Tuple[_Connection, bool]:
         """A connection and whether it was reused (an idle one that still looks alive)."""
