@@ -6,7 +6,7 @@ import time
 import pytest
 
 import webhooklite
-from conftest import SECRET
+from conftest import SECRET, LoopbackServer
 from webhooklite import Retry, Sender
 
 FAST = Retry(attempts=3, backoff=0.01, max_delay=0.05, jitter=0)
@@ -442,3 +442,36 @@ def test_credentials_and_an_authorization_header_are_refused_together():
         Sender("http://u:p@127.0.0.1:9/", headers={"Authorization": "Bearer x"})
     d = webhooklite.send("http://user@127.0.0.1:9/", "x", {}, retry=Retry(attempts=1))
     assert d.url == "http://127.0.0.1:9/" and not d.ok
+
+
+# -- what the server says is escaped where Delivery.error is built (issue 11, item 3) -------------
+
+
+class RawAnswer(LoopbackServer):
+    """Answers every request with the same raw bytes, then closes."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        super().__init__()
+        self.url = self.base + "/hook"
+
+    def respond(self, conn, method, path, headers, body):
+        conn.sendall(self.raw)
+        return False
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"HTTP/1.1 503 Busy\x1b]0;owned\x07\x9b31m\r\nContent-Length: 0\r\n\r\n", "503 Busy\\x1b]0;owned\\x07\\x9b31m"),
+    (b"HTTP/1.1 302 Found\r\nLocation: http://x/\x1b[2J\xc2\x85\r\nContent-Length: 0\r\n\r\n", "to http://x/\\x1b[2J"),
+    (b"HTTP/1.1 2x0 \x1b[31mOK\r\n\r\n", "\\x1b[31mOK"),
+])
+def test_control_characters_from_the_server_are_escaped_in_the_error(raw, words, caplog):
+    server = RawAnswer(raw)
+    try:
+        with caplog.at_level("WARNING", logger="webhooklite"):
+            d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=1))
+    finally:
+        server.close()
+    assert not d.ok
+    assert d.error.isprintable() and words in d.error, d.error
+    assert "\x1b" not in caplog.text and "\x9b" not in caplog.text and words in caplog.text

@@ -472,6 +472,18 @@ def _describe(exc: BaseException, timeout: Union[float, Timeout]) -> Tuple[str, 
     return (f"{name}: {text}" if text else name), not isinstance(exc, (ValueError, TypeError))
 
 
+def _printable(text: str) -> str:
+    """``text`` with every control, format (bidi) and separator character escaped as ``\\xNN``/``\\uNNNN``.
+
+    Delivery.error quotes what the server sent (reason phrase, Location, malformed
+    lines): escaped here, once, it cannot drive the terminal or forge log lines of
+    whoever prints it (the CLI, the outbox's records, the library's log).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)  # repr escapes exactly those
+
+
 def _safe_url(scheme: str, host: str, port: int, default_port: int) -> str:
     """The URL's origin only: paths of hooks (Slack, Discord) hold tokens."""
     netloc = host if port == default_port else f"{host}:{port}"
@@ -690,7 +702,8 @@ class Sender:
         try:
             answer = self._exchange(self._request(body, msg_id, event))
         except Exception as exc:  # translated at the boundary: nothing escapes as a raw OSError
-            d.error, d.retryable = _describe(exc, self.timeout)
+            error, d.retryable = _describe(exc, self.timeout)
+            d.error = _printable(error)
             d.elapsed = time.monotonic() - start
             return d
         d.elapsed = time.monotonic() - start
@@ -698,13 +711,17 @@ class Sender:
         d.status, d.response_body = status, answer.body
         if 200 <= status < 300:
             d.ok = True
-        elif 300 <= status < 400:
+            return d
+        reason = answer.reason[:200]
+        if 300 <= status < 400:
             where = resp_headers.get("location")
-            d.error = f"{status} {answer.reason}: redirect" + (f" to {where[:200]}" if where else "") + " not followed (use the final URL)"
+            error = f"{status} {reason}: redirect" + (f" to {where[:200]}" if where else "") + " not followed (use the final URL)"
         else:
-            d.error = f"{status} {answer.reason}".strip()
+            error = f"{status} {reason}".strip()
             d.retryable = status in RETRY_STATUSES
             d.retry_after = _parse_retry_after(resp_headers.get("retry-after"))
+        # The server's words go to logs, terminals and outbox rows: no control characters.
+        d.error = _printable(error)
         return d
 
     def _exchange(self, request: bytes) -> Any:
