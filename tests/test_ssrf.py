@@ -184,6 +184,8 @@ def test_numeric_spellings_resolve_to_loopback():
         ("255.255.255.255", "255.255.255.255"),
         ("[fe80::1]", "link-local"),
         ("[fc00::1]", "private"),
+        ("[fec0::1]", "site-local"),
+        ("[feff:ffff::1]", "site-local"),
         ("[::]", "unspecified"),
         ("[ff02::1]", "multicast"),
         ("[::ffff:10.0.0.1]", "10.0.0.1 inside an IPv6"),

@@ -8,7 +8,7 @@ it resolves to is checked, and the connection is made to a checked address
 (so a DNS answer that changes between check and connect cannot slip through);
 TLS still verifies the certificate against the URL's host name.
 
-Refused: loopback, private (RFC 1918, ULA ``fc00::/7``), link-local
+Refused: loopback, private (RFC 1918, ULA ``fc00::/7``, site-local ``fec0::/10``), link-local
 (``169.254.0.0/16`` with the metadata service, ``fe80::/10``), multicast,
 unspecified, reserved and every other non-global range (e.g. ``100.64.0.0/10``),
 and IPv6 addresses that embed a refused IPv4 one (``::ffff:127.0.0.1``, NAT64
@@ -78,6 +78,9 @@ def refusal(address: Union[str, IPAddress]) -> Optional[str]:
         return "multicast address"
     if ip.is_private:
         return "private address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        # fec0::/10: deprecated (RFC 3879) but still routed inside some networks; ipaddress calls it global.
+        return "site-local address (fec0::/10)"
     if ip.is_reserved:
         return "reserved address"
     if not ip.is_global:
