@@ -475,3 +475,50 @@ def test_control_characters_from_the_server_are_escaped_in_the_error(raw, words,
     assert not d.ok
     assert d.error.isprintable() and words in d.error, d.error
     assert "\x1b" not in caplog.text and "\x9b" not in caplog.text and words in caplog.text
+
+
+# -- relay(): one attempt with exactly the given headers ----------------------------------------
+
+
+def test_relay_sends_exactly_the_given_headers_once(scripted):
+    server = scripted([(503, {"Retry-After": "7", "X-App": "a"}), 200])
+    body = b'{"already":"signed"}'
+    given = {"Content-Type": "application/json", "webhook-id": "msg_relayed", "webhook-signature": "v1,abc",
+             "X-Custom": "1", "Host": "original.example", "Content-Length": "999", "Connection": "close"}
+    with Sender(server.url, SECRET, retry=FAST) as sender:  # a secret and retries, which relay() ignores
+        d = sender.relay(body, given)
+        assert not d.ok and d.status == 503 and d.attempts == 1 and d.retry_after == 7 and d.retryable
+        assert d.id == "msg_relayed" and d.response_headers["x-app"] == "a"
+        ok = sender.relay(body, {"Content-Type": "text/plain"})
+    assert ok.ok and ok.id == "" and ok.response_headers["content-length"] == "11"
+    assert len(server.requests) == 2 and server.connections == 1  # no retry; the same kept-alive connection
+    method, path, headers, got = server.requests[0]
+    assert (method, path, got) == ("POST", "/hook", body)
+    assert headers == {"host": f"127.0.0.1:{server.port}", "content-type": "application/json",
+                       "webhook-id": "msg_relayed", "webhook-signature": "v1,abc", "x-custom": "1",
+                       "content-length": str(len(body))}
+
+
+def test_relay_goes_through_the_guard_and_the_url_credentials(scripted):
+    import base64
+
+    server = scripted([200])
+    d = Sender(server.url, block_private=True).relay(b"{}", {})
+    assert not d.ok and "loopback" in d.error and not server.requests
+    url = server.url.replace("http://", "http://u:p@")
+    assert Sender(url).relay(b"{}", {}).ok
+    assert server.requests[-1][2]["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+    assert Sender(url).relay(b"{}", {"Authorization": "Bearer t"}).ok
+    assert server.requests[-1][2]["authorization"] == "Bearer t"
+    with pytest.raises(ValueError):
+        Sender(url).relay(b"{}", {"X-A": "1\r\nX-B: 2"})
+    with pytest.raises(ValueError):
+        Sender(url).relay(b"{}", {"X A": "1"})
+
+
+def test_response_headers_are_kept_for_every_answer(scripted):
+    server = scripted([(201, {"X-Request-Id": "r1"}), (404, {"X-Request-Id": "r2"})])
+    with Sender(server.url, retry=FAST) as sender:
+        assert sender.send("x", {}).response_headers["x-request-id"] == "r1"
+        assert sender.send("x", {}).response_headers["x-request-id"] == "r2"
+    assert webhooklite.send("http://127.0.0.1:9/", "x", {}, retry=Retry(attempts=1)).response_headers == {}

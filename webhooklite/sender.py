@@ -46,6 +46,8 @@ _OWN_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "x-hub-signature-256", "stripe-signature",
      "x-github-event", "x-github-delivery", "content-length", "transfer-encoding"}
 )
+#: Headers given to relay() that the Sender writes itself or drops (this connection's, not the message's).
+_RELAY_OWN = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 #: A header name (RFC 9110 token).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -158,7 +160,8 @@ class Retry:
 class Delivery:
     """What happened to one message: the outcome of its last attempt, and how many there were."""
 
-    __slots__ = ("id", "url", "ok", "status", "attempts", "elapsed", "response_body", "error", "retry_after", "retryable")
+    __slots__ = ("id", "url", "ok", "status", "attempts", "elapsed", "response_body", "error", "retry_after", "retryable",
+                 "response_headers")
 
     def __init__(
         self,
@@ -172,6 +175,7 @@ class Delivery:
         error: Optional[str] = None,
         retry_after: Optional[float] = None,
         retryable: bool = False,
+        response_headers: Optional[Dict[str, str]] = None,
     ) -> None:
         #: The message id (``webhook-id``), the same on every attempt.
         self.id = id
@@ -193,6 +197,8 @@ class Delivery:
         self.retry_after = retry_after
         #: Whether the last failure is worth another try (connection error, 5xx, 429...).
         self.retryable = retryable
+        #: The last response's headers, lower-case names (repeated ones joined with ", "); {} when no answer came.
+        self.response_headers: Dict[str, str] = {} if response_headers is None else response_headers
 
     def raise_for_status(self) -> "Delivery":
         """Raise DeliveryError unless the delivery got a 2xx; return self otherwise."""
@@ -591,9 +597,14 @@ class Sender:
             import base64
 
             self._base_headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+        host_line = f"Host: {_host_header(parts.hostname, port, default_port)}\r\n"
+        #: The request line and Host header of a relayed request.
+        self._relay_head = f"POST {target} HTTP/1.1\r\n{host_line}".encode("latin-1")
+        #: The Authorization header that the URL's credentials make, for relay().
+        self._url_auth = self._base_headers.get("Authorization") if credentials is not None else None
         head = f"POST {target} HTTP/1.1\r\n"
         if not any(k.lower() == "host" for k in self._base_headers):
-            head += f"Host: {_host_header(parts.hostname, port, default_port)}\r\n"
+            head += host_line
         head += "Accept-Encoding: identity\r\n"  # what http.client sent: no compressed answers
         head += "".join(f"{k}: {v}\r\n" for k, v in self._base_headers.items())
         try:
@@ -697,10 +708,48 @@ class Sender:
 
     def attempt(self, body: bytes, msg_id: str, event: Optional[str] = None) -> Delivery:
         """Make exactly one attempt (no retry); the Delivery says whether to retry."""
+        return self._attempt(self._request(body, msg_id, event), Delivery(msg_id, self.url, attempts=1))
+
+    def relay(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
+        """POST ``body`` once with exactly ``headers``: no signing, no retry, no envelope.
+
+        For forwarding a delivery that is already signed (``listen --forward-to``,
+        ``replay``), through the same connections, timeouts and SSRF guard as
+        :meth:`send`. The Sender adds only what HTTP/1.1 needs: ``Host`` and
+        ``Content-Length`` (given ones, and ``Connection`` and
+        ``Transfer-Encoding``, are dropped: they describe one connection, not the
+        message), and the URL's credentials as ``Authorization`` unless
+        ``headers`` has one. ``Delivery.id`` is the ``webhook-id`` (or
+        ``svix-id``, ``X-GitHub-Delivery``) of ``headers``, else "";
+        ``Delivery.response_headers`` has the answer's headers. A header name
+        that is not a token, or a value with CR, LF or NUL, is a ValueError.
+        Nothing is logged: the caller reports the outcome.
+        """
+        lines = []
+        msg_id = ""
+        auth = self._url_auth
+        for name, value in headers.items():
+            lower = str(name).lower()
+            if not _TOKEN.fullmatch(str(name)):
+                raise ValueError(f"{name!r} is not a valid header name")
+            _check_value(f"header {name!r}", value)
+            if lower in _RELAY_OWN:
+                continue
+            if lower == "authorization":
+                auth = None
+            if not msg_id and lower in ("webhook-id", "svix-id", "x-github-delivery"):
+                msg_id = value
+            lines.append(f"{name}: {value}\r\n")
+        if auth is not None:
+            lines.append(f"Authorization: {auth}\r\n")
+        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+        request = b"".join((self._relay_head, "".join(lines).encode("latin-1"), body))
+        return self._attempt(request, Delivery(msg_id, self.url, attempts=1))
+
+    def _attempt(self, request: bytes, d: Delivery) -> Delivery:
         start = time.monotonic()
-        d = Delivery(msg_id, self.url, attempts=1)
         try:
-            answer = self._exchange(self._request(body, msg_id, event))
+            answer = self._exchange(request)
         except Exception as exc:  # translated at the boundary: nothing escapes as a raw OSError
             error, d.retryable = _describe(exc, self.timeout)
             d.error = _printable(error)
@@ -708,7 +757,7 @@ class Sender:
             return d
         d.elapsed = time.monotonic() - start
         status, resp_headers = answer.status, answer.headers
-        d.status, d.response_body = status, answer.body
+        d.status, d.response_body, d.response_headers = status, answer.body, resp_headers
         if 200 <= status < 300:
             d.ok = True
             return d
