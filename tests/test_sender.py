@@ -522,3 +522,13 @@ def test_response_headers_are_kept_for_every_answer(scripted):
         assert sender.send("x", {}).response_headers["x-request-id"] == "r1"
         assert sender.send("x", {}).response_headers["x-request-id"] == "r2"
     assert webhooklite.send("http://127.0.0.1:9/", "x", {}, retry=Retry(attempts=1)).response_headers == {}
+
+
+def test_import_webhooklite_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, webhooklite; print(sorted(m for m in ('asyncio', 'ssl', 'socket', 'http.client', 'selectors', "
+            "'webhooklite._connections', 'webhooklite._response', 'webhooklite.aio', 'webhooklite.guard') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

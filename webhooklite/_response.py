@@ -17,7 +17,7 @@ missing). Interim 1xx answers (``100 Continue``, ``103 Early Hints``) are
 skipped.
 """
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from .headers import parse_uint
 

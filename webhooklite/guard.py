@@ -15,11 +15,11 @@ and IPv6 addresses that embed a refused IPv4 one (``::ffff:127.0.0.1``, NAT64
 ``64:ff9b::/96``, 6to4 ``2002::/16``).
 """
 import ipaddress
-from typing import Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import WebhookError
 
-__all__ = ["BlockedAddressError", "Resolver", "refusal", "resolve", "AddressGuard"]
+__all__ = ["BlockedAddressError", "Resolver", "refusal", "resolve", "AddressGuard", "guard_for", "addresses"]
 
 #: ``resolver(host, port) -> IP address strings``; the default is :func:`resolve`.
 Resolver = Callable[[str, int], Iterable[str]]
@@ -143,3 +143,49 @@ class AddressGuard:
 
             raise socket.gaierror(f"{host} resolved to no address")
         return found
+
+
+def guard_for(block_private: bool, allow_networks: Iterable[str], resolver: Optional[Resolver]) -> Optional[AddressGuard]:
+    """The guard a sender's ``block_private``/``allow_networks``/``resolver`` options ask for, or None."""
+    if block_private:
+        return AddressGuard(allow_networks, resolver)
+    if allow_networks:
+        raise ValueError("allow_networks is an option of block_private=True")
+    return None
+
+
+def addresses(host: str, port: int, guard: Optional[AddressGuard] = None,
+              resolver: Optional[Resolver] = None) -> List[Tuple[int, Any]]:
+    """``(family, sockaddr)`` to connect to for ``host:port``, in the order to try them.
+
+    Checked by ``guard`` when there is one; from ``resolver`` or the system's
+    resolver otherwise. Blocking (DNS): the AsyncSender calls it in a thread.
+    """
+    import socket
+
+    if guard is not None:
+        ips = [str(ip) for ip in guard.check(host, port)]
+    elif resolver is not None:
+        ips = [str(a).split("%", 1)[0] for a in resolver(host, port)]
+    else:
+        found: List[Tuple[int, Any]] = []
+        for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            if (family, sockaddr) not in found:
+                found.append((family, sockaddr))
+        return interleave(found)
+    if not ips:
+        raise socket.gaierror(f"{host} resolved to no address")
+    return interleave([(socket.AF_INET6 if ":" in ip else socket.AF_INET, (ip, port)) for ip in ips])
+
+
+def interleave(addresses: List[Tuple[int, Any]]) -> List[Tuple[int, Any]]:
+    """Addresses in the resolver's order, families alternating from the first's (RFC 8305 §4)."""
+    if len({family for family, _ in addresses}) < 2:
+        return addresses
+    first = addresses[0][0]
+    same = [a for a in addresses if a[0] == first]
+    other = [a for a in addresses if a[0] != first]
+    out: List[Tuple[int, Any]] = []
+    for i in range(max(len(same), len(other))):
+        out += same[i:i + 1] + other[i:i + 1]
+    return out
