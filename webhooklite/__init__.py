@@ -31,6 +31,7 @@ from .signing import Signer, generate_secret, sign, verify
 
 __all__ = [
     "__version__",
+    "AsyncSender",
     "Delivery",
     "DeliveryError",
     "Event",
@@ -48,6 +49,7 @@ __all__ = [
     "Timeout",
     "TimestampError",
     "WebhookError",
+    "asend",
     "generate_secret",
     "send",
     "sign",
@@ -65,4 +67,8 @@ def __getattr__(name: str) -> Any:
         from .store import SQLiteStore
 
         return SQLiteStore
+    if name in ("AsyncSender", "asend"):  # asyncio is imported only by those who send from it
+        from . import aio
+
+        return getattr(aio, name)
     raise AttributeError(f"module 'webhooklite' has no attribute {name!r}")
