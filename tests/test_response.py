@@ -135,3 +135,11 @@ def test_eof_before_the_end_is_not_done():
     assert not r.feed_eof() and not r.done and r.started
     r = ResponseReader(CAP)
     assert not r.feed_eof() and not r.started
+
+
+def test_a_name_seen_before_still_needs_its_colon():
+    assert read_all(b"HTTP/1.1 200 OK\r\nX-Seen: 1\r\nContent-Length: 0\r\n\r\n")[0]
+    with pytest.raises(ProtocolError, match="header line"):
+        ResponseReader(CAP).feed(b"HTTP/1.1 200 OK\r\nX-Seen\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(ProtocolError, match="CR or NUL"):
+        ResponseReader(CAP).feed(b"HTTP/1.1 200 OK\r\nX-Seen: a\rb\r\nContent-Length: 0\r\n\r\n")

@@ -17,7 +17,7 @@ missing). Interim 1xx answers (``100 Continue``, ``103 Early Hints``) are
 skipped.
 """
 import re
-from typing import Dict, List
+from typing import Dict, List, Set
 
 from .headers import parse_uint
 
@@ -36,6 +36,8 @@ _STATUS_LINE = re.compile(r"HTTP/(\d)\.(\d) ([0-9]{3})(?: (.*))?")
 #: A header name (RFC 9110 token). headers.py will offer one shared check; until then, this regex.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+#: Header names already found to be tokens (servers repeat the same few): the regex runs once per name.
+_NAMES_SEEN: Set[str] = set()
 
 # States of the reader.
 _HEAD, _LENGTH, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _DONE = range(8)
@@ -172,7 +174,13 @@ class ResponseReader:
         return rest
 
     def _head(self, head: str) -> None:
-        lines = head.split("\n")
+        crlf = head.count("\n")
+        if head.count("\r") == crlf and "\x00" not in head:
+            lines = head.split("\r\n")  # every line ends in CRLF, no bare CR, no NUL: the usual answer
+            if len(lines) != crlf + 1:
+                lines = head.split("\n")  # a CR that is not before its LF: the slow path finds it
+        else:
+            lines = head.split("\n")
         first = lines[0][:-1] if lines[0].endswith("\r") else lines[0]
         m = _STATUS_LINE.fullmatch(first)
         if m is None:
@@ -195,8 +203,13 @@ class ResponseReader:
                 headers[last] += " " + line.strip(" \t")  # obsolete line folding (RFC 9112 §5.2)
                 continue
             name, colon, value = line.partition(":")
-            if not colon or not _TOKEN.fullmatch(name):
+            if not colon:
                 raise ProtocolError(f"malformed header line {printable_str(line)}")
+            if name not in _NAMES_SEEN:
+                if not _TOKEN.fullmatch(name):
+                    raise ProtocolError(f"malformed header line {printable_str(line)}")
+                if len(_NAMES_SEEN) < 512:
+                    _NAMES_SEEN.add(name)
             last = name.lower()
             value = value.strip(" \t")
             headers[last] = headers[last] + ", " + value if last in headers else value

@@ -427,7 +427,7 @@ class AsyncSender:
         n = 0
         while True:
             n += 1
-            d = await self.attempt(body, msg_id, event)
+            d = await self._attempt(self._target.request(body, msg_id, event), Delivery(msg_id, self.url, attempts=1))
             d.attempts = n
             d.elapsed = time.monotonic() - start
             wait = next_wait(self.retry, d, self._target.safe_url)
