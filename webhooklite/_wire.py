@@ -80,8 +80,9 @@ class Timeout:
     ``connect``: seconds to open a connection: TCP to each of the host's
     addresses in turn (a new one every 250 ms, or at once when one fails; the
     first to connect wins, and none waits past what is left of the budget),
-    then the TLS handshake. Resolving the name is not included (the system
-    resolver cannot be interrupted). ``read``: seconds from connected (or
+    then the TLS handshake; for the AsyncSender also resolving the name and
+    waiting for a free connection (the thread Sender cannot interrupt the
+    system resolver, so DNS is outside its budget). ``read``: seconds from connected (or
     from taking a kept-alive connection) to the end of the answer: writing the
     request and reading the whole response, however slowly it trickles in.
     ``Sender(timeout=10.0)`` means ``Timeout(connect=10.0, read=10.0)``; an
