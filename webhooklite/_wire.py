@@ -13,10 +13,11 @@ its two clients):
 - judging: :func:`judge` turns an answer into a :class:`Delivery` (ok,
   retryable statuses, Retry-After, redirect words, 410), :func:`failed`
   turns a transport error into one (:func:`describe`), with what the server
-  said escaped (:func:`printable`);
+  said escaped (:func:`printable`).
 
 The transports (``sender.py`` on sockets and threads, ``aio.py`` on asyncio)
-only connect, write, read through ``_response.ResponseReader`` and wait. This
+only connect, write, read through ``_response.ResponseReader`` and wait (the
+thread one in ``_connections``). This
 module is loaded by ``import webhooklite`` (Delivery and Retry are public), so
 it imports nothing heavy at the top: no socket, ssl, asyncio or http.client.
 """
