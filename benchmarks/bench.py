@@ -2,6 +2,7 @@
 
     bash benchmarks/run.sh                # setup (idempotent) + everything, ~12 minutes
     python benchmarks/bench.py --only receiver,import --repeats 5
+    python benchmarks/bench.py --only async --repeats 3   # AsyncSender vs httpx.AsyncClient, aiohttp
 
 Prints medians and ratios as a Markdown table and writes it to benchmarks/results/latest.md
 (raw numbers in benchmarks/results/latest.json). Servers run on one core and their clients
@@ -60,6 +61,11 @@ SENDERS = [
     ("requests", "`requests.Session`"),
     ("httpx", "`httpx.Client`"),
     ("urllib", "`urllib.request.urlopen`"),
+]
+ASYNC_SENDERS = [
+    ("webhooklite", "webhooklite `AsyncSender.send()`"),
+    ("httpx", "`httpx.AsyncClient`"),
+    ("aiohttp", "`aiohttp.ClientSession`"),
 ]
 IMPORTS = [
     ("bare", "pass"),
@@ -229,42 +235,99 @@ def nginx_accepts(port: int) -> int:
     return int(text.split("\n")[2].split()[0])  # " accepts handled requests" line
 
 
+class NginxSink:
+    """An nginx ``return 200`` sink on the server core, for the sender benchmarks."""
+
+    def __enter__(self) -> "NginxSink":
+        self.tmp = tempfile.mkdtemp(prefix="wl-nginx-")
+        self.port = free_port()
+        with open(os.path.join(self.tmp, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(tmp=self.tmp, port=self.port))
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, "nginx", "-p", self.tmp, "-c", os.path.join(self.tmp, "nginx.conf")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_ready(self.port, self.proc)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop(self.proc, signal.SIGQUIT)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run(self, args, script: str, kind: str, count: int, workers: int) -> dict:
+        """One client process (``script KIND URL COUNT WORKERS LIMIT``) on the client core; its JSON line."""
+        before = nginx_accepts(self.port)
+        cmd = ["taskset", "-c", CLIENT_CORE, PYTHON, os.path.join(HERE, script),
+               kind, self.url, str(count), str(workers), str(args.send_limit)]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=args.send_limit + 60)
+        after = nginx_accepts(self.port)
+        try:
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise RuntimeError(f"{kind} failed:\n{p.stdout}\n{p.stderr}")
+        r["connections"] = after - before - 1  # minus the status request's own
+        r["rate"] = r["ok"] / r["elapsed"]
+        r["stderr"] = p.stderr.strip()[:200]
+        return r
+
+
 def bench_sender(args, results: dict) -> None:
     kinds = [k for k, _ in SENDERS]
     scenarios = [("seq", args.seq_count, 1), ("threads", args.thread_count, 8)]
     runs = {f"{k}@{s}": [] for k in kinds for s, _, _ in scenarios}
-    tmp = tempfile.mkdtemp(prefix="wl-nginx-")
-    port = free_port()
-    with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF.format(tmp=tmp, port=port))
-    nginx = subprocess.Popen(["taskset", "-c", SERVER_CORE, "nginx", "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(port, nginx)
-        url = f"http://127.0.0.1:{port}/hook"
+    with NginxSink() as sink:
         for rnd in range(args.repeats):
             log(f"sender round {rnd + 1}/{args.repeats}")
             order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
             for scen, count, threads in scenarios:
                 for kind in order:
-                    before = nginx_accepts(port)
-                    cmd = ["taskset", "-c", CLIENT_CORE, PYTHON, os.path.join(HERE, "sender_client.py"),
-                           kind, url, str(count), str(threads), str(args.send_limit)]
-                    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=args.send_limit + 60)
-                    after = nginx_accepts(port)
-                    try:
-                        r = json.loads(p.stdout.strip().splitlines()[-1])
-                    except (IndexError, ValueError):
-                        raise RuntimeError(f"{kind} failed:\n{p.stdout}\n{p.stderr}")
-                    r["connections"] = after - before - 1  # minus the status request's own
-                    r["rate"] = r["ok"] / r["elapsed"]
+                    r = sink.run(args, "sender_client.py", kind, count, threads)
                     runs[f"{kind}@{scen}"].append(r)
                     log(f"  {kind:12s} {scen:8s} {r['rate']:8.0f} ok/s  sent={r['sent']} ok={r['ok']} "
-                        f"conns={r['connections']}" + (f"  stderr: {p.stderr.strip()[:200]}" if p.stderr.strip() else ""))
-    finally:
-        stop(nginx, signal.SIGQUIT)
-        shutil.rmtree(tmp, ignore_errors=True)
+                        f"conns={r['connections']}" + (f"  stderr: {r['stderr']}" if r["stderr"] else ""))
     results["sender"] = runs
+
+
+def async_kinds() -> list:
+    """The asyncio contenders installed in this venv (aiohttp is optional: it may not install)."""
+    kinds = []
+    for kind, _ in ASYNC_SENDERS:
+        module = "webhooklite" if kind == "webhooklite" else kind
+        probe = subprocess.run([PYTHON, "-c", f"import {module}"], env=ENV, capture_output=True)
+        if probe.returncode == 0:
+            kinds.append(kind)
+        else:
+            log(f"async: {module} is not installed in {sys.prefix}: left out")
+    return kinds
+
+
+def bench_async(args, results: dict) -> None:
+    """AsyncSender against httpx.AsyncClient (and aiohttp) at 1 and 32 concurrent sends, and the
+    threaded Sender at 8 threads, in one run, each a fresh client process on the client core."""
+    kinds = async_kinds()
+    scenarios = [("c1", args.async_count_1, 1), ("c32", args.async_count_32, 32)]
+    runs = {f"{k}@{s}": [] for k in kinds for s, _, _ in scenarios}
+    runs["threaded@t8"] = []
+    with NginxSink() as sink:
+        for rnd in range(args.repeats):
+            log(f"async round {rnd + 1}/{args.repeats}")
+            order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
+            for scen, count, conc in scenarios:
+                for kind in order:
+                    r = sink.run(args, "async_client.py", kind, count, conc)
+                    runs[f"{kind}@{scen}"].append(r)
+                    log(f"  {kind:12s} {scen:4s} {r['rate']:8.0f} ok/s  sent={r['sent']} ok={r['ok']} "
+                        f"cpu={r['cpu']:.2f} s conns={r['connections']}"
+                        + (f"  stderr: {r['stderr']}" if r["stderr"] else ""))
+            r = sink.run(args, "sender_client.py", "webhooklite", args.async_count_32, 8)
+            runs["threaded@t8"].append(r)
+            log(f"  {'Sender':12s} t8   {r['rate']:8.0f} ok/s  sent={r['sent']} ok={r['ok']} cpu={r['cpu']:.2f} s "
+                f"conns={r['connections']}")
+    results["async"] = runs
 
 
 # -- import ------------------------------------------------------------------
@@ -377,7 +440,7 @@ def versions() -> str:
     from importlib.metadata import version, PackageNotFoundError
 
     out = []
-    for pkg in ("requests", "httpx", "flask", "gunicorn", "standardwebhooks"):
+    for pkg in ("requests", "httpx", "httpcore", "anyio", "sniffio", "aiohttp", "flask", "gunicorn", "standardwebhooks"):
         try:
             out.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:
@@ -455,6 +518,43 @@ def report(args, results: dict) -> str:
                             ratio(med[f"webhooklite@{scen}"], med[f"requests@{scen}"]), 2.5))
         lines.append("")
 
+    if "async" in results:
+        runs = results["async"]
+        med = {k: median([r["rate"] for r in v]) for k, v in runs.items()}
+        cpu = {k: median([r["cpu"] / max(r["ok"], 1) * 1e6 for r in v]) for k, v in runs.items()}
+        conns = {k: max(r["connections"] for r in v) for k, v in runs.items()}
+        fails = {k: sum(r["sent"] - r["ok"] for r in v) for k, v in runs.items()}
+        lines += [
+            f"**Async sender**: the same signed event to the nginx sink; {args.async_count_1:,} sends one at a time "
+            f"and {args.async_count_32:,} by 32 concurrent coroutines on one event loop (32 connections at most "
+            f"for every contender), each a fresh process on core {CLIENT_CORE}; the threaded `Sender` sends the "
+            f"{args.async_count_32:,} from 8 threads. Sends per second, median of {args.repeats}; CPU µs per send "
+            f"(user + system, client process).",
+            "",
+            "| sender | 1 concurrent | AsyncSender ÷ this | µs CPU/send | 32 concurrent | AsyncSender ÷ this "
+            "| µs CPU/send | TCP conns | failed |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        w1, w32 = med.get("webhooklite@c1", float("nan")), med.get("webhooklite@c32", float("nan"))
+        for kind, label in ASYNC_SENDERS:
+            if f"{kind}@c1" not in med:
+                lines.append(f"| {label} | not installed | | | | | | | |")
+                continue
+            a, b = med[f"{kind}@c1"], med[f"{kind}@c32"]
+            lines.append(f"| {label} | {fmt_int(a)} | {ratio(w1, a):.2f}x | {cpu[f'{kind}@c1']:.0f} | {fmt_int(b)} | "
+                         f"{ratio(w32, b):.2f}x | {cpu[f'{kind}@c32']:.0f} | {conns[f'{kind}@c32']:,} | "
+                         f"{fails[f'{kind}@c1'] + fails[f'{kind}@c32']} |")
+        t8 = med["threaded@t8"]
+        lines.append(f"| webhooklite `Sender.send()`, 8 threads | | | | {fmt_int(t8)} | {ratio(w32, t8):.2f}x | "
+                     f"{cpu['threaded@t8']:.0f} | {conns['threaded@t8']:,} | {fails['threaded@t8']} |")
+        if "httpx@c32" in med:
+            targets.append(("AsyncSender ≥ 2x httpx.AsyncClient, 32 concurrent", ratio(w32, med["httpx@c32"]), 2.0))
+        if "aiohttp@c32" in med:
+            targets.append(("AsyncSender ≥ 1.0x aiohttp (not a stated target), 32 concurrent",
+                            ratio(w32, med["aiohttp@c32"]), 1.0))
+        targets.append(("AsyncSender at 32 concurrent ≥ 0.8x threaded Sender at 8 threads", ratio(w32, t8), 0.8))
+        lines.append("")
+
     if "import" in results:
         runs = results["import"]
         med = {k: median(v) * 1000 for k, v in runs.items()}
@@ -521,12 +621,14 @@ def report(args, results: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="receiver,sender,import,memory")
+    p.add_argument("--only", default="receiver,sender,async,import,memory")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     p.add_argument("--pool", type=int, default=150_000, help="pre-signed requests per receiver round")
     p.add_argument("--seq-count", type=int, default=5000)
     p.add_argument("--thread-count", type=int, default=20000)
+    p.add_argument("--async-count-1", type=int, default=3000, help="sends per async run, one at a time")
+    p.add_argument("--async-count-32", type=int, default=10000, help="sends per async run, 32 concurrent")
     p.add_argument("--send-limit", type=float, default=60.0, help="seconds at most per sender run")
     p.add_argument("--import-runs", type=int, default=20)
     p.add_argument("--memory-requests", type=int, default=2_000_000)
@@ -540,7 +642,7 @@ def main() -> None:
         log("warning: one CPU; server and client share it")
     results: dict = {}
     only = args.only.split(",")
-    for name, fn in (("receiver", bench_receiver), ("sender", bench_sender),
+    for name, fn in (("receiver", bench_receiver), ("sender", bench_sender), ("async", bench_async),
                      ("import", bench_import), ("memory", bench_memory)):
         if name in only:
             fn(args, results)

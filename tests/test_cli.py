@@ -159,18 +159,18 @@ def test_listen_prints_each_delivery_and_explains_bad_signatures():
 
 
 def test_fault_injection_makes_a_sender_retry_and_listen_shows_the_attempts():
-    with Listen("--secret", SECRET, "--fail-rate", "1", "--status", "503", "--retry-after", "7") as listen:
-        assert "failing 100% with 503 (Retry-After: 7)" in listen.line()
-        retry = Retry(attempts=3, backoff=0.01, max_delay=0.05)  # waits capped: Retry-After 7 -> 0.05 s
+    with Listen("--secret", SECRET, "--fail-rate", "1", "--status", "503", "--retry-after", "0") as listen:
+        assert "failing 100% with 503 (Retry-After: 0)" in listen.line()
+        retry = Retry(attempts=3, backoff=0.01, max_delay=0.05)  # Retry-After 0: a floor of 0 s
         with Sender(listen.url, SECRET, retry=retry) as sender:
             d = sender.send("payment.completed", {"order_id": "ABC123"})
-        assert not d.ok and d.status == 503 and d.attempts == 3 and d.retry_after == 7.0
+        assert not d.ok and d.status == 503 and d.attempts == 3 and d.retry_after == 0.0
         blocks = listen.blocks(d.id, 3)
         assert len(blocks) == 3
         assert "attempt" not in blocks[0].split("\n")[0]
         assert blocks[1].split("\n")[0].endswith("attempt 2") and blocks[2].split("\n")[0].endswith("attempt 3")
         for block in blocks:
-            assert "answer:    503 Service Unavailable (injected fault, Retry-After: 7)" in block
+            assert "answer:    503 Service Unavailable (injected fault, Retry-After: 0)" in block
         assert '"order_id": "ABC123"' in blocks[0]  # retries do not repeat the body
         assert all(b.endswith("(the same body as the attempt before)") for b in blocks[1:])
         assert listen.stop(signal.SIGTERM) == 0

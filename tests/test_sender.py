@@ -6,7 +6,7 @@ import time
 import pytest
 
 import webhooklite
-from conftest import SECRET
+from conftest import SECRET, LoopbackServer
 from webhooklite import Retry, Sender
 
 FAST = Retry(attempts=3, backoff=0.01, max_delay=0.05, jitter=0)
@@ -116,11 +116,26 @@ def test_retry_after_is_honoured(scripted):
     assert d.ok and time.monotonic() - start >= 0.95
 
 
-def test_retry_after_is_capped_by_max_delay(scripted):
-    server = scripted([(429, {"Retry-After": "3600"}), 200])
+def test_retry_after_longer_than_max_delay_stops_and_reports_it(scripted):
+    # Issue 10 item 12: a 429 asking for 120 s is never retried after max_delay: the Sender
+    # stops and says so; the Outbox schedules the next attempt after Retry-After.
+    server = scripted([(429, {"Retry-After": "120"}), 200])
     start = time.monotonic()
-    d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=2, backoff=0.01, max_delay=0.2, jitter=0))
-    assert d.ok and 0.19 <= time.monotonic() - start < 2  # waited max_delay: not backoff, not an hour
+    d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=3, backoff=0.01, max_delay=0.2, jitter=0))
+    assert time.monotonic() - start < 1
+    assert not d.ok and d.status == 429 and d.attempts == 1 and len(server.requests) == 1
+    assert d.retry_after == 120 and d.retryable
+    assert "Retry-After asks for 120 s, more than max_delay (0.2 s)" in d.error
+
+
+def test_a_shorter_retry_after_is_a_floor_for_the_wait(scripted):
+    server = scripted([(503, {"Retry-After": "1"}), 200])
+    seen = []
+    with Sender(server.url, retry=Retry(attempts=2, backoff=0.01, max_delay=2, jitter=0.2)) as sender:
+        d = sender.deliver(b"{}", on_retry=lambda failed, wait: seen.append(wait))
+    assert d.ok and d.attempts == 2 and seen == [1.0]  # backoff would have waited about 0.01 s
+    assert Retry(backoff=5, max_delay=30, jitter=0).delay(1, retry_after=2) == 5  # a floor, not a ceiling
+    assert Retry(backoff=0.1, max_delay=1, jitter=0).delay(1, retry_after=7) == 7  # never sooner than asked
 
 
 def test_retry_after_http_date():
@@ -274,3 +289,248 @@ def test_message_id_with_crlf_is_refused(scripted):
         with pytest.raises(ValueError, match="message id"):
             sender.post({}, id="msg_1\r\nX-Injected: 1")
     assert server.requests == []
+
+
+# -- timeouts: a connect budget and a read budget (issue 10, item 10) --------------------------
+
+
+class Blackholes:
+    """Listening sockets on 127.0.0.2, .3, ... at one port, whose accept queues are full: they drop SYNs.
+
+    Linux keeps backlog + 1 connections waiting to be accepted; past that a SYN is dropped and the
+    client retransmits, as with a broken AAAA record or a firewall that drops.
+    """
+
+    def __init__(self, port, n=1):
+        import socket
+
+        self.socks, self.fillers, self.addresses = [], [], []
+        for i in range(n):
+            address = f"127.0.0.{2 + i}"
+            s = socket.socket()
+            s.bind((address, port))
+            s.listen(0)
+            self.socks.append(s)
+            self.addresses.append(address)
+            filler = socket.create_connection((address, port), timeout=2)  # fills the queue: never accepted
+            self.fillers.append(filler)
+            probe = socket.socket()
+            probe.settimeout(0.3)
+            try:
+                probe.connect((address, port))
+                pytest.skip("a listener with a full accept queue does not drop SYNs on this machine")
+            except socket.timeout:
+                pass
+            finally:
+                probe.close()
+
+    def close(self):
+        for s in self.socks + self.fillers:
+            s.close()
+
+
+@pytest.fixture
+def blackholes():
+    made = []
+
+    def make(port, n=1):
+        try:
+            b = Blackholes(port, n)
+        except OSError as e:
+            pytest.skip(f"cannot listen on 127.0.0.2+ at port {port}: {e}")
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_an_address_that_drops_syns_does_not_eat_the_budget(scripted, blackholes, guarded):
+    server = scripted([200])
+    holes = blackholes(server.port)
+    resolver = lambda host, port: holes.addresses + ["127.0.0.1"]  # noqa: E731  (a broken first address)
+    guard = {"block_private": True, "allow_networks": ["127.0.0.0/8"]} if guarded else {}
+    start = time.monotonic()
+    with Sender(f"http://hooks.example:{server.port}/hook", timeout=2.0, retry=Retry(attempts=1),
+                resolver=resolver, **guard) as sender:
+        d = sender.send("x", {})
+    assert d.ok and d.attempts == 1, d.error
+    assert time.monotonic() - start < 1.5  # the next address was tried 250 ms later, not after 2 s
+    assert len(server.requests) == 1 and server.requests[0][2]["host"] == f"hooks.example:{server.port}"
+
+
+def test_the_read_budget_starts_once_connected(scripted, blackholes):
+    # Four dead addresses before the live one: about 1 s of the connect budget goes on them.
+    # Then the receiver takes 1.5 s, inside a 2.5 s read budget: on one clock started before
+    # connecting (2.5 s for everything), this answer would come too late.
+    server = scripted([("sleep", 1.5)])
+    holes = blackholes(server.port, n=4)
+    with Sender(f"http://hooks.example:{server.port}/hook", timeout=webhooklite.Timeout(connect=3, read=2.5),
+                retry=Retry(attempts=1), resolver=lambda h, p: holes.addresses + ["127.0.0.1"]) as sender:
+        d = sender.send("x", {})
+    assert d.ok, d.error
+    assert 2.5 < d.elapsed < 4.0
+
+
+def test_no_address_answers_within_the_connect_budget(scripted, blackholes):
+    server = scripted([200])
+    holes = blackholes(server.port, n=2)
+    start = time.monotonic()
+    d = webhooklite.send(f"http://hooks.example:{server.port}/", "x", {}, resolver=lambda h, p: holes.addresses,
+                         timeout=webhooklite.Timeout(connect=0.6, read=5), retry=Retry(attempts=1))
+    assert not d.ok and d.retryable and d.status is None
+    assert d.error.startswith("connect timed out after 0.6 s") and "127.0.0.2" in d.error, d.error
+    assert time.monotonic() - start < 1.5
+    assert not server.requests
+
+
+def test_a_refused_address_moves_on_at_once(scripted):
+    import socket
+
+    server = scripted([200])
+    dead = socket.socket()
+    dead.bind(("127.0.0.2", server.port))  # bound, not listening: connections are refused
+    try:
+        start = time.monotonic()
+        d = webhooklite.send(f"http://hooks.example:{server.port}/", "x", {},
+                             resolver=lambda h, p: ["127.0.0.2", "127.0.0.1"], retry=Retry(attempts=1))
+        assert d.ok and time.monotonic() - start < 0.2, d.error
+        d = webhooklite.send(f"http://hooks.example:{server.port}/", "x", {},
+                             resolver=lambda h, p: ["127.0.0.2"], retry=Retry(attempts=1))
+        assert not d.ok and d.error == "connection refused"
+    finally:
+        dead.close()
+
+
+def test_timeout_as_a_number_or_a_timeout():
+    assert Sender("http://127.0.0.1:9/", timeout=4).timeout == webhooklite.Timeout(connect=4, read=4)
+    t = webhooklite.Timeout(connect=1.5, read=30)
+    assert Sender("http://127.0.0.1:9/", timeout=t).timeout is t
+    assert repr(t) == "Timeout(connect=1.5, read=30)"
+    for bad in (0, -1, float("inf"), float("nan"), "10", None, True):
+        with pytest.raises(ValueError, match="timeout"):
+            Sender("http://127.0.0.1:9/", timeout=bad)
+    with pytest.raises(ValueError, match="read timeout"):
+        webhooklite.Timeout(connect=1, read=0)
+
+
+# -- credentials in the URL (issue 10, item 11) --------------------------------------------------
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown(scripted, caplog):
+    import base64
+
+    server = scripted([200, 503])
+    url = f"http://us%40er:p%3As%C3%A9cr3t@127.0.0.1:{server.port}/hook?x=1"
+    with caplog.at_level("DEBUG", logger="webhooklite"):
+        with Sender(url, SECRET, retry=FAST) as sender:
+            ok = sender.send("x", {})
+            failed = sender.send("x", {})
+    assert ok.ok and not failed.ok
+    expected = "Basic " + base64.b64encode("us@er:p:sécr3t".encode()).decode()
+    assert {r[2]["authorization"] for r in server.requests} == {expected}
+    assert server.requests[0][1] == "/hook?x=1"
+    assert server.requests[0][2]["host"] == f"127.0.0.1:{server.port}"
+    shown = ok.url + failed.url + sender.url + repr(sender) + repr(failed) + caplog.text
+    assert ok.url == f"http://127.0.0.1:{server.port}/hook?x=1"
+    assert "cr3t" not in shown and "us%40er" not in shown and "@127" not in shown
+    assert "failed after 3 attempt(s)" in caplog.text
+
+
+def test_credentials_and_an_authorization_header_are_refused_together():
+    with pytest.raises(ValueError, match="credentials"):
+        Sender("http://u:p@127.0.0.1:9/", headers={"Authorization": "Bearer x"})
+    d = webhooklite.send("http://user@127.0.0.1:9/", "x", {}, retry=Retry(attempts=1))
+    assert d.url == "http://127.0.0.1:9/" and not d.ok
+
+
+# -- what the server says is escaped where Delivery.error is built (issue 11, item 3) -------------
+
+
+class RawAnswer(LoopbackServer):
+    """Answers every request with the same raw bytes, then closes."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        super().__init__()
+        self.url = self.base + "/hook"
+
+    def respond(self, conn, method, path, headers, body):
+        conn.sendall(self.raw)
+        return False
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"HTTP/1.1 503 Busy\x1b]0;owned\x07\x9b31m\r\nContent-Length: 0\r\n\r\n", "503 Busy\\x1b]0;owned\\x07\\x9b31m"),
+    (b"HTTP/1.1 302 Found\r\nLocation: http://x/\x1b[2J\xc2\x85\r\nContent-Length: 0\r\n\r\n", "to http://x/\\x1b[2J"),
+    (b"HTTP/1.1 2x0 \x1b[31mOK\r\n\r\n", "\\x1b[31mOK"),
+])
+def test_control_characters_from_the_server_are_escaped_in_the_error(raw, words, caplog):
+    server = RawAnswer(raw)
+    try:
+        with caplog.at_level("WARNING", logger="webhooklite"):
+            d = webhooklite.send(server.url, "x", {}, retry=Retry(attempts=1))
+    finally:
+        server.close()
+    assert not d.ok
+    assert d.error.isprintable() and words in d.error, d.error
+    assert "\x1b" not in caplog.text and "\x9b" not in caplog.text and words in caplog.text
+
+
+# -- relay(): one attempt with exactly the given headers ----------------------------------------
+
+
+def test_relay_sends_exactly_the_given_headers_once(scripted):
+    server = scripted([(503, {"Retry-After": "7", "X-App": "a"}), 200])
+    body = b'{"already":"signed"}'
+    given = {"Content-Type": "application/json", "webhook-id": "msg_relayed", "webhook-signature": "v1,abc",
+             "X-Custom": "1", "Host": "original.example", "Content-Length": "999", "Connection": "close"}
+    with Sender(server.url, SECRET, retry=FAST) as sender:  # a secret and retries, which relay() ignores
+        d = sender.relay(body, given)
+        assert not d.ok and d.status == 503 and d.attempts == 1 and d.retry_after == 7 and d.retryable
+        assert d.id == "msg_relayed" and d.response_headers["x-app"] == "a"
+        ok = sender.relay(body, {"Content-Type": "text/plain"})
+    assert ok.ok and ok.id == "" and ok.response_headers["content-length"] == "11"
+    assert len(server.requests) == 2 and server.connections == 1  # no retry; the same kept-alive connection
+    method, path, headers, got = server.requests[0]
+    assert (method, path, got) == ("POST", "/hook", body)
+    assert headers == {"host": f"127.0.0.1:{server.port}", "content-type": "application/json",
+                       "webhook-id": "msg_relayed", "webhook-signature": "v1,abc", "x-custom": "1",
+                       "content-length": str(len(body))}
+
+
+def test_relay_goes_through_the_guard_and_the_url_credentials(scripted):
+    import base64
+
+    server = scripted([200])
+    d = Sender(server.url, block_private=True).relay(b"{}", {})
+    assert not d.ok and "loopback" in d.error and not server.requests
+    url = server.url.replace("http://", "http://u:p@")
+    assert Sender(url).relay(b"{}", {}).ok
+    assert server.requests[-1][2]["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+    assert Sender(url).relay(b"{}", {"Authorization": "Bearer t"}).ok
+    assert server.requests[-1][2]["authorization"] == "Bearer t"
+    with pytest.raises(ValueError):
+        Sender(url).relay(b"{}", {"X-A": "1\r\nX-B: 2"})
+    with pytest.raises(ValueError):
+        Sender(url).relay(b"{}", {"X A": "1"})
+
+
+def test_response_headers_are_kept_for_every_answer(scripted):
+    server = scripted([(201, {"X-Request-Id": "r1"}), (404, {"X-Request-Id": "r2"})])
+    with Sender(server.url, retry=FAST) as sender:
+        assert sender.send("x", {}).response_headers["x-request-id"] == "r1"
+        assert sender.send("x", {}).response_headers["x-request-id"] == "r2"
+    assert webhooklite.send("http://127.0.0.1:9/", "x", {}, retry=Retry(attempts=1)).response_headers == {}
+
+
+def test_import_webhooklite_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, webhooklite; print(sorted(m for m in ('asyncio', 'ssl', 'socket', 'http.client', 'selectors', "
+            "'webhooklite._connections', 'webhooklite._response', 'webhooklite.aio', 'webhooklite.guard') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

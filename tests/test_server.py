@@ -312,7 +312,7 @@ def test_a_sender_retries_409_until_the_first_copy_is_done():
         results = {}
 
         def send(name):
-            with webhooklite.Sender(server.url, SECRET, retry=webhooklite.Retry(attempts=10, backoff=0.05, max_delay=0.1)) as s:
+            with webhooklite.Sender(server.url, SECRET, retry=webhooklite.Retry(attempts=10, backoff=0.05, max_delay=2)) as s:
                 results[name] = s.send("payment.completed", {}, id="msg_twice")
 
         first = threading.Thread(target=send, args=("first",))

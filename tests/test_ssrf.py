@@ -184,6 +184,8 @@ def test_numeric_spellings_resolve_to_loopback():
         ("255.255.255.255", "255.255.255.255"),
         ("[fe80::1]", "link-local"),
         ("[fc00::1]", "private"),
+        ("[fec0::1]", "site-local"),
+        ("[feff:ffff::1]", "site-local"),
         ("[::]", "unspecified"),
         ("[ff02::1]", "multicast"),
         ("[::ffff:10.0.0.1]", "10.0.0.1 inside an IPv6"),
@@ -430,3 +432,23 @@ def test_mutual_tls_with_a_client_certificate(servers, certs):
     d = webhooklite.Sender(url, SECRET, ssl_context=plain, retry=webhooklite.Retry(attempts=1)).send("x", {})
     assert not d.ok and d.status is None
     assert len(server.requests) == 1
+
+
+def test_the_default_tls_context_is_built_once_per_sender(servers, certs, monkeypatch):
+    # Issue 10 item 13. ssl.create_default_context() reads SSL_CERT_FILE when it is called: a
+    # context built per connection would see the change below; one built once does not.
+    def answer_and_close(server, conn):
+        server.read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    server = tls_server(servers, certs)
+    server.serve = answer_and_close
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs / "server.pem"))
+    with webhooklite.Sender(f"https://localhost:{server.port}/", SECRET, retry=webhooklite.Retry(attempts=1)) as sender:
+        assert sender.send("x", {}).ok
+        monkeypatch.setenv("SSL_CERT_FILE", str(certs / "client.pem"))  # a CA that did not sign the server
+        d = sender.send("x", {})  # a new connection: the server closed the first one
+        assert d.ok, d.error
+    assert len(server.requests) == 2
+    d = webhooklite.Sender(f"https://localhost:{server.port}/", SECRET, retry=webhooklite.Retry(attempts=1)).send("x", {})
+    assert not d.ok and "certificate" in d.error  # a new Sender builds its own, with today's CAs

@@ -26,12 +26,13 @@ from .errors import (
 from .events import Event
 from .headers import Headers
 from .receiver import Receiver, Response
-from .store import MemoryStore
-from .sender import Delivery, Retry, Sender, send
+from .sender import Delivery, Retry, Sender, Timeout, send
 from .signing import Signer, generate_keypair, generate_secret, sign, verify
+from .store import MemoryStore
 
 __all__ = [
     "__version__",
+    "AsyncSender",
     "Delivery",
     "DeliveryError",
     "Event",
@@ -46,8 +47,10 @@ __all__ = [
     "Sender",
     "SignatureError",
     "Signer",
+    "Timeout",
     "TimestampError",
     "WebhookError",
+    "asend",
     "generate_keypair",
     "generate_secret",
     "send",
@@ -66,4 +69,8 @@ def __getattr__(name: str) -> Any:
         from .store import SQLiteStore
 
         return SQLiteStore
+    if name in ("AsyncSender", "asend"):  # asyncio is imported only by those who send from it
+        from . import aio
+
+        return getattr(aio, name)
     raise AttributeError(f"module 'webhooklite' has no attribute {name!r}")

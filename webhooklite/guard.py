@@ -8,18 +8,18 @@ it resolves to is checked, and the connection is made to a checked address
 (so a DNS answer that changes between check and connect cannot slip through);
 TLS still verifies the certificate against the URL's host name.
 
-Refused: loopback, private (RFC 1918, ULA ``fc00::/7``), link-local
+Refused: loopback, private (RFC 1918, ULA ``fc00::/7``, site-local ``fec0::/10``), link-local
 (``169.254.0.0/16`` with the metadata service, ``fe80::/10``), multicast,
 unspecified, reserved and every other non-global range (e.g. ``100.64.0.0/10``),
 and IPv6 addresses that embed a refused IPv4 one (``::ffff:127.0.0.1``, NAT64
 ``64:ff9b::/96``, 6to4 ``2002::/16``).
 """
 import ipaddress
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import WebhookError
 
-__all__ = ["BlockedAddressError", "Resolver", "refusal", "resolve", "AddressGuard"]
+__all__ = ["BlockedAddressError", "Resolver", "refusal", "resolve", "AddressGuard", "guard_for", "addresses"]
 
 #: ``resolver(host, port) -> IP address strings``; the default is :func:`resolve`.
 Resolver = Callable[[str, int], Iterable[str]]
@@ -78,6 +78,9 @@ def refusal(address: Union[str, IPAddress]) -> Optional[str]:
         return "multicast address"
     if ip.is_private:
         return "private address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        # fec0::/10: deprecated (RFC 3879) but still routed inside some networks; ipaddress calls it global.
+        return "site-local address (fec0::/10)"
     if ip.is_reserved:
         return "reserved address"
     if not ip.is_global:
@@ -101,7 +104,7 @@ def resolve(host: str, port: int) -> List[str]:
 
 
 class AddressGuard:
-    """Resolves a host once, checks every address, and connects only to a checked one.
+    """Resolves a host once and checks every address; the Sender connects only to those.
 
     ``allow`` lists networks that are let through anyway (``["10.1.2.0/24"]``
     for one internal service). ``resolver(host, port)`` returns address
@@ -141,24 +144,48 @@ class AddressGuard:
             raise socket.gaierror(f"{host} resolved to no address")
         return found
 
-    def connect(self, address: Any, timeout: Any = None, source_address: Any = None) -> Any:
-        """``socket.create_connection`` with the check: connect to a vetted address of ``(host, port)``."""
-        import socket
 
-        host, port = address[0], address[1]
-        last: Optional[BaseException] = None
-        for ip in self.check(host, port):
-            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                if timeout is not None and timeout is not getattr(socket, "_GLOBAL_DEFAULT_TIMEOUT", None):
-                    sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect((str(ip), port))
-                return sock
-            except OSError as e:
-                last = e
-                sock.close()
-        assert last is not None
-        raise last
+def guard_for(block_private: bool, allow_networks: Iterable[str], resolver: Optional[Resolver]) -> Optional[AddressGuard]:
+    """The guard a sender's ``block_private``/``allow_networks``/``resolver`` options ask for, or None."""
+    if block_private:
+        return AddressGuard(allow_networks, resolver)
+    if allow_networks:
+        raise ValueError("allow_networks is an option of block_private=True")
+    return None
+
+
+def addresses(host: str, port: int, guard: Optional[AddressGuard] = None,
+              resolver: Optional[Resolver] = None) -> List[Tuple[int, Any]]:
+    """``(family, sockaddr)`` to connect to for ``host:port``, in the order to try them.
+
+    Checked by ``guard`` when there is one; from ``resolver`` or the system's
+    resolver otherwise. Blocking (DNS): the AsyncSender calls it in a thread.
+    """
+    import socket
+
+    if guard is not None:
+        ips = [str(ip) for ip in guard.check(host, port)]
+    elif resolver is not None:
+        ips = [str(a).split("%", 1)[0] for a in resolver(host, port)]
+    else:
+        found: List[Tuple[int, Any]] = []
+        for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            if (family, sockaddr) not in found:
+                found.append((family, sockaddr))
+        return interleave(found)
+    if not ips:
+        raise socket.gaierror(f"{host} resolved to no address")
+    return interleave([(socket.AF_INET6 if ":" in ip else socket.AF_INET, (ip, port)) for ip in ips])
+
+
+def interleave(addresses: List[Tuple[int, Any]]) -> List[Tuple[int, Any]]:
+    """Addresses in the resolver's order, families alternating from the first's (RFC 8305 §4)."""
+    if len({family for family, _ in addresses}) < 2:
+        return addresses
+    first = addresses[0][0]
+    same = [a for a in addresses if a[0] == first]
+    other = [a for a in addresses if a[0] != first]
+    out: List[Tuple[int, Any]] = []
+    for i in range(max(len(same), len(other))):
+        out += same[i:i + 1] + other[i:i + 1]
+    return out
