@@ -24,7 +24,7 @@ it imports nothing heavy at the top: no socket, ssl, asyncio or http.client.
 import datetime
 import math
 import time
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from . import __version__, _lazylog
 from .errors import DeliveryError
@@ -299,7 +299,7 @@ def _host_header(host: str, port: int, default_port: int) -> str:
 def next_wait(retry: Retry, d: Delivery, where: str) -> Optional[float]:
     """After attempt ``d.attempts``: None when ``d`` is the outcome (logged if it failed), else the wait.
 
-    A ``Retry-After`` longer than ``max_delay`` ends the retries here (DESIGN.md): the
+    A ``Retry-After`` longer than ``max_delay`` ends the retries here: the
     receiver is never asked again sooner than it said, and ``d.retry_after`` tells the
     caller (an Outbox schedules the next attempt after it).
     """

@@ -27,6 +27,7 @@ from ..errors import SignatureError
 from ..events import decode_body, event_id, event_type
 from ..headers import Headers
 from ..receiver import Receiver, Response, _error
+from ..sender import Retry, Sender
 from ..signing import SCHEMES, Signer
 from . import options, relay, saved
 from .output import Failure, Style, UsageError, clean, show_body, status_text, write
@@ -53,6 +54,7 @@ class _Listener(Receiver):
         self.retry_after: Optional[int] = args.retry_after
         self.forward_to: Optional[str] = args.forward_to
         self.forward_timeout: float = args.forward_timeout
+        self._forwarder: Optional[Sender] = None
         self.save_dir: Optional[str] = args.save
         self.lock = threading.Lock()  # one delivery printed at a time
         self.count = 0
@@ -157,7 +159,10 @@ class _Listener(Receiver):
         assert self.forward_to is not None
         start = time.monotonic()
         try:
-            status, rh, rbody = relay.post(self.forward_to, relay.relay_headers(h), body, self.forward_timeout)
+            if self._forwarder is None:  # one Sender: its kept-alive connections to the app are reused
+                self._forwarder = Sender(self.forward_to, timeout=self.forward_timeout, retry=Retry(attempts=1))
+            status, rh, rbody = relay.post(self.forward_to, relay.relay_headers(h), body, self.forward_timeout,
+                                           self._forwarder)
         except Failure as e:
             return (
                 _error(502, f"forwarding to the app failed: {e}"),

@@ -1,13 +1,12 @@
 """Passing a request on: which headers a relay keeps, and the one POST that sends them.
 
 ``listen --forward-to`` and ``replay`` send a request with exactly the headers
-they were given (no signing, no retry): :func:`post` is that request, the one
-place the command line opens an HTTP connection of its own.
+they were given (no signing, no retry): :func:`post` is that request, made by
+the Sender (the command line has no HTTP client of its own).
 """
-from typing import Dict, Mapping, Set, Tuple
-from urllib.parse import urlsplit
+from typing import Dict, Mapping, Optional, Set, Tuple
 
-from ..sender import RESPONSE_CAP, _describe
+from ..sender import Retry, Sender
 from .output import Failure
 
 __all__ = ["HOP_BY_HOP", "relay_headers", "post"]
@@ -34,24 +33,19 @@ def relay_headers(h: Mapping[str, str]) -> Dict[str, str]:
     return {k: v for k, v in h.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named}
 
 
-def post(url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> Tuple[int, Dict[str, str], bytes]:
+def post(url: str, headers: Mapping[str, str], body: bytes, timeout: float,
+         sender: Optional[Sender] = None) -> Tuple[int, Dict[str, str], bytes]:
     """One POST with exactly these headers (no signing, no retry): status, headers, body (capped).
 
+    It is :meth:`Sender.relay`, the package's one HTTP client (its timeouts, its
+    response cap); ``sender`` reuses a Sender's kept-alive connections to ``url``.
     A transport error is a :class:`Failure` in words (``connection refused``).
     """
-    import http.client
-
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname or "", parts.port, timeout=timeout)  # check_url() saw a host
-    try:
-        conn.request("POST", target, body, dict(headers))
-        resp = conn.getresponse()
-        data = resp.read(RESPONSE_CAP)
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    except Exception as exc:  # every transport error becomes words
-        words, _ = _describe(exc, timeout)
-        raise Failure(words) from None
-    finally:
-        conn.close()
+    if sender is None:
+        with Sender(url, timeout=timeout, retry=Retry(attempts=1)) as one:
+            d = one.relay(body, headers)
+    else:
+        d = sender.relay(body, headers)
+    if d.status is None:
+        raise Failure(d.error or "no answer")
+    return d.status, d.response_headers, d.response_body
