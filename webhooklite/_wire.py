@@ -265,15 +265,17 @@ def describe(exc: BaseException, timeout: Union[float, Timeout]) -> Tuple[str, b
 
 
 def printable(text: str) -> str:
-    """``text`` with every control, format (bidi) and separator character escaped as ``\\xNN``/``\\uNNNN``.
+    """``text`` with every control, format (bidi) and line-separator character escaped (``_text.escape``).
 
     Delivery.error quotes what the server sent (reason phrase, Location, malformed
     lines): escaped here, once, it cannot drive the terminal or forge log lines of
     whoever prints it (the CLI, the outbox's records, the library's log).
     """
-    if text.isprintable():
+    if text.isprintable():  # the usual case, without loading the rule
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)  # repr escapes exactly those
+    from ._text import escape
+
+    return escape(text)
 
 
 def _safe_url(scheme: str, host: str, port: int, default_port: int) -> str:

@@ -595,7 +595,9 @@ def _printable(text: str) -> str:
     text = text[:200]
     if text.isprintable():
         return text
-    return text.encode("unicode_escape").decode("ascii")
+    from ._text import escape
+
+    return escape(text)
 
 
 def _shutdown(conn: socket.socket) -> None:

@@ -15,9 +15,10 @@ columns for a person, JSON for a script (``--json``).
 """
 import json
 import os
-import re
 import sys
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
+
+from .._text import escape
 
 __all__ = [
     "OK", "FAILED", "USAGE", "UsageError", "Failure", "Style", "colour_wanted", "clean", "write",
@@ -79,46 +80,9 @@ class Style:
 
 # -- escaping --------------------------------------------------------------------
 
-#: What a terminal must never be sent raw from the network: every control character
-#: (C0, DEL, C1: U+0080-U+009F, where 8-bit CSI and OSC live), the bidi overrides and
-#: isolates (U+202A-U+202E, U+2066-U+2069) and every other format character that can
-#: hide or reorder text (zero-width spaces and joiners, soft hyphen, BOM, tags), the
-#: line and paragraph separators, and lone surrogates (which a JSON "\\ud800" yields).
-#: That is Unicode's Cc, Cf, Zl, Zp and Cs categories (15.1; a test checks it against
-#: the running Python's unicodedata).
-_UNSAFE_RANGES = (
-    "\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
-    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
-    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0001\U000e0020-\U000e007f"
-)
-_UNSAFE = re.compile(f"[{_UNSAFE_RANGES}]")
-_UNSAFE_KEEP_LINES = re.compile(f"(?![\t\n])[{_UNSAFE_RANGES}]")
-
-
-def _escape(m: "re.Match[str]") -> str:
-    n = ord(m.group())
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-
-
-def _escape_json(m: "re.Match[str]") -> str:
-    n = ord(m.group())
-    if n < 0x10000:
-        return f"\\u{n:04x}"
-    n -= 0x10000
-    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"  # JSON's surrogate pair
-
-
 def clean(text: str, keep_lines: bool = False, in_json: bool = False) -> str:
-    """Untrusted text made safe to print: every character in :data:`_UNSAFE_RANGES` escaped.
-
-    One line (a header, an id, an error) by default: ``\\x1b``, ``\\u202e``.
-    ``keep_lines=True`` keeps tabs and newlines, for a body shown over
-    several lines. ``in_json=True`` writes JSON's own escape (``\\u009b``), for
-    text inside a JSON string that ``json.dumps(..., ensure_ascii=False)``
-    made, so that what is shown is still JSON.
-    """
-    return (_UNSAFE_KEEP_LINES if keep_lines else _UNSAFE).sub(_escape_json if in_json else _escape, text)
+    """Untrusted text made safe to print (see ``webhooklite._text.escape``, the package's one rule)."""
+    return escape(text, keep_lines, in_json)
 
 
 # -- writing ---------------------------------------------------------------------
