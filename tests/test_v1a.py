@@ -118,3 +118,43 @@ def test_interop_with_pynacl_both_ways():
     raw = base64.b64decode(mine["webhook-signature"][4:])
     assert verify_key.verify(f"{msg_id}.{ts}.".encode() + body, raw)
     assert bytes(nacl_signing.SigningKey(base64.b64decode(sk[5:])).verify_key) == base64.b64decode(pk2[5:])
+
+
+def test_the_cli_makes_a_key_pair_and_send_listen_verify_take_the_keys(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    run = lambda *a: subprocess.run([sys.executable, "-m", "webhooklite", *a], capture_output=True, text=True, env=env, timeout=30)  # noqa: E731
+    out = run("secret", "--v1a")
+    assert out.returncode == 0
+    sk, pk = out.stdout.split()
+    assert sk.startswith("whsk_") and pk.startswith("whpk_")
+    saved = tmp_path / "saved"
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "webhooklite", "listen", "--port", "0", "--secret", pk, "--save", str(saved)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        url = listener.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        ok = run("send", url, "payment.completed", '{"item": "Blue T-Shirt"}', "--secret", sk)
+        assert ok.returncode == 0, ok.stderr
+        other_sk, _ = webhooklite.generate_keypair()
+        bad = run("send", url, "payment.completed", "{}", "--secret", other_sk, "--retries", "0")
+        assert bad.returncode == 1 and "401" in bad.stderr
+        refused = run("send", url, "payment.completed", "{}", "--secret", pk)
+        assert refused.returncode == 2 and "only verifies" in refused.stderr
+        deadline = time.monotonic() + 10
+        while len(list(saved.glob("*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.terminate()
+        listener.wait(10)
+    files = sorted(str(p) for p in saved.glob("*.json"))
+    assert len(files) == 2
+    check = run("verify", *files, "--secret", pk)
+    assert check.returncode == 1  # the one signed with another key does not verify
+    assert check.stdout.count("ok, the standard signature verifies") == 1

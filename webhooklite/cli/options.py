@@ -12,7 +12,7 @@ __all__ = [
 ]
 
 #: The help of every --secret option (each command adds what no secret means).
-SECRET_HELP = "the signing secret (whsec_...); repeat it while keys rotate"
+SECRET_HELP = "the signing secret (whsec_..., or a whsk_/whpk_ v1a key); repeat it while keys rotate"
 
 
 def number(cast: Callable[[str], Any], low: float, high: float, what: str) -> Callable[[str], Any]:
