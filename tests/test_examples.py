@@ -22,6 +22,7 @@ import webhooklite
 ROOT = Path(__file__).resolve().parent.parent
 #: Every variable an example reads: a test sets only the ones it means to.
 EXAMPLE_VARS = ("PYTHONPATH", "WEBHOOK_SECRET", "WEBHOOK_DB", "GITHUB_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET",
+                "ORDERS_WEBHOOK_URL", "ORDERS_WEBHOOK_SECRET",
                 "SLACK_WEBHOOK_URL")
 
 
@@ -251,3 +252,90 @@ def test_gunicorn_stops_when_the_app_has_no_secret():
         code, out, err = stop(proc)
     assert code != 0 and "gunicorn_app: set WEBHOOK_SECRET" in err, (code, err[-2000:])
     assert err.count("Booting worker") <= 4, "gunicorn restarted the workers again and again"
+
+
+# -- FastAPI: Stripe in, AsyncSender out, under a real uvicorn ----------------------------------
+
+
+def test_fastapi_app_demo():
+    pytest.importorskip("fastapi", reason="FastAPI is not installed (pip install -r tests/requirements-ci.txt)")
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-ci.txt)")
+    out = run("examples/fastapi_app.py", "--demo").stdout
+    assert "orders service: order ABC123 paid, 25.00 USD" in out
+    assert 'app answered 200, then 200 {"status":"duplicate"}' in out
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port, proc, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out, err = proc.communicate(timeout=5)
+                raise AssertionError(f"uvicorn did not start ({proc.returncode}):\n{out}\n{err}")
+            time.sleep(0.1)
+
+
+def test_fastapi_app_under_uvicorn_receives_stripe_and_sends_onward():
+    pytest.importorskip("fastapi", reason="FastAPI is not installed (pip install -r tests/requirements-ci.txt)")
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-ci.txt)")
+    stripe_secret, orders_secret = "whsec_under_uvicorn", webhooklite.generate_secret()
+    orders = webhooklite.Receiver(orders_secret)
+    paid, failures = [], [3]
+
+    @orders.on("order.paid")
+    def order_paid(event):
+        if failures[0]:
+            failures[0] -= 1
+            # Down for the AsyncSender's three attempts: the app's handler raises, its answer is 500.
+            raise RuntimeError("orders database down")
+        paid.append((event.id, event["order_id"], event["amount"]))
+
+    port = _free_port()
+    with orders.start() as orders_server:
+        env = clean_env(STRIPE_WEBHOOK_SECRET=stripe_secret, ORDERS_WEBHOOK_URL=orders_server.url,
+                        ORDERS_WEBHOOK_SECRET=orders_secret, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            _wait_listening(port, proc)
+            url = f"http://127.0.0.1:{port}/webhooks/stripe"
+            sys.path.insert(0, str(ROOT / "examples"))
+            try:
+                import fastapi_app
+            finally:
+                sys.path.pop(0)
+            body = fastapi_app.stripe_event("ABC123")
+            with webhooklite.Sender(url, stripe_secret, scheme="stripe", retry=webhooklite.Retry(attempts=1)) as stripe:
+                first = stripe.post(body)   # the orders service is down: 500, so Stripe retries
+                second = stripe.post(body)  # Stripe's retry: delivered onward
+                third = stripe.post(body)   # another retry: answered, not run again
+                forged = webhooklite.Sender(url, "whsec_not_stripes", scheme="stripe").post(body)
+        finally:
+            proc.terminate()
+            out, err = proc.communicate(timeout=10)
+    assert first.status == 500 and second.status == 200, (first, second, err)
+    assert b"duplicate" in third.response_body
+    assert forged.status == 401
+    assert paid == [("paid-evt_demo_ABC123", "ABC123", 25.0)]
+
+
+def test_fastapi_app_refuses_to_start_without_its_secrets():
+    pytest.importorskip("fastapi", reason="FastAPI is not installed (pip install -r tests/requirements-ci.txt)")
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-ci.txt)")
+    out = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(_free_port())],
+        cwd=ROOT, env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode != 0 and "set STRIPE_WEBHOOK_SECRET" in out.stderr + out.stdout
