@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_FILES = {f"webhooklite/{p.name}" for p in (ROOT / "webhooklite").glob("*.py")} | {"webhooklite/py.typed"}
+PACKAGE_FILES = {p.relative_to(ROOT).as_posix() for p in (ROOT / "webhooklite").rglob("*.py")} | {"webhooklite/py.typed"}
 
 
 def _setuptools_version():
