@@ -331,3 +331,42 @@ def db(request, tmp_path):
     if request.param == "postgres":
         return DB("postgres", tmp_path, request.getfixturevalue("postgres"))
     return DB("sqlite", tmp_path)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs mounted for the test (a disk that fills up), with ``fill()`` and ``free()``.
+
+    Needs root (CI runs as root); skipped, visibly, otherwise.
+    """
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a full-disk test mounts a small tmpfs: needs root")
+    where = tmp_path / "tiny"
+    where.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", str(where)],
+                         capture_output=True, text=True, timeout=10)
+    if out.returncode != 0:
+        missing(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+
+    class Disk:
+        path = where
+
+        def fill(self) -> None:
+            """Write a filler file until the disk is full."""
+            with open(where / "filler", "ab", buffering=0) as f:
+                for size in (65536, 512):  # then the last few blocks
+                    try:
+                        while True:
+                            f.write(b"\0" * size)
+                    except OSError:
+                        pass
+
+        def free(self) -> None:
+            (where / "filler").unlink()
+
+    try:
+        yield Disk()
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10)

@@ -292,7 +292,7 @@ class SQLiteBackend(Backend):
 
         if sqlite3.sqlite_version_info < MIN_VERSION:
             raise RuntimeError(
-                f"webhooklite needs SQLite {'.'.join(map(str, MIN_VERSION))} or newer (for UPSERT); this "
+                f"webhooklite needs SQLite {'.'.join(map(str, MIN_VERSION[:2]))} or newer (for UPSERT); this "
                 f"Python's sqlite3 module runs SQLite {sqlite3.sqlite_version}: use a newer Python, or "
                 "PostgreSQL (a postgresql:// URL)"
             )
