@@ -45,6 +45,7 @@ __all__ = [
     "Sender",
     "SignatureError",
     "Signer",
+    "StorageError",
     "TimestampError",
     "WebhookError",
     "generate_secret",
@@ -64,4 +65,8 @@ def __getattr__(name: str) -> Any:
         from .store import SQLiteStore
 
         return SQLiteStore
+    if name == "StorageError":  # the outbox's and stores' database failures
+        from .backends import StorageError
+
+        return StorageError
     raise AttributeError(f"module 'webhooklite' has no attribute {name!r}")
