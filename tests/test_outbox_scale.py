@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import webhooklite
-from conftest import SECRET, need_module
+from conftest import DB, SECRET, need_module
 from test_outbox import raw, wait_until  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +80,163 @@ def test_a_file_from_a_newer_webhooklite_is_refused(db):
     conn.close()
     with pytest.raises(ValueError, match="newer webhooklite"):
         webhooklite.Outbox(db.target)
+
+
+# -- transactional send ---------------------------------------------------------------------------
+
+ORDERS = {"sqlite": "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)",
+          "postgres": "CREATE TABLE orders (id serial PRIMARY KEY, item text)"}
+
+
+def test_send_with_conn_exists_if_and_only_if_the_callers_transaction_commits(raw, db):
+    server = raw(lambda p, h, b: (200, b""))
+    with webhooklite.Outbox(db.target, poll=0.05) as outbox:
+        outbox.add_endpoint(server.base + "/")
+        conn = db.connect()
+        conn.execute(ORDERS[db.kind])
+        conn.commit()
+        outbox.start()  # workers running all along: they must not see an uncommitted message
+        if db.kind == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO orders (item) VALUES ('Blue T-Shirt')")
+        outbox.send("order.created", {"item": "Blue T-Shirt"}, conn=conn)
+        time.sleep(0.3)
+        assert server.requests == [] and outbox.deliveries() == []  # not committed: not there
+        conn.rollback()
+        assert outbox.drain(timeout=2) and server.requests == []  # rolled back: never sent
+
+        if db.kind == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO orders (item) VALUES ('Red Scarf')")
+        mid = outbox.send("order.created", {"item": "Red Scarf"}, conn=conn)
+        time.sleep(0.2)
+        assert server.requests == []
+        conn.commit()
+        assert wait_until(lambda: server.ids() == [mid], 5)  # committed: delivered
+        assert db.rows("SELECT item FROM orders") == [("Red Scarf",)]
+        conn.close()
+
+
+def test_send_with_conn_refuses_what_would_not_be_atomic(db, tmp_path):
+    with webhooklite.Outbox(db.target) as outbox:
+        outbox.add_endpoint("http://127.0.0.1:9/")
+        if db.kind == "sqlite":
+            auto = sqlite3.connect(db.target, isolation_level=None)  # autocommit
+            other = sqlite3.connect(str(tmp_path / "elsewhere.db"))
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(ValueError, match="not to the outbox's file"):
+                outbox.send("x", conn=other)
+            other.close()
+        else:
+            auto = db.connect()
+            auto.autocommit = True
+            with pytest.raises(ValueError, match="sqlite"):
+                webhooklite.Outbox(str(tmp_path / "o.db")).send("x", conn=db.connect())
+        with pytest.raises(ValueError, match="autocommit"):
+            outbox.send("x", conn=auto)
+        with pytest.raises(ValueError, match="speaks|psycopg|sqlite3"):
+            outbox.send("x", conn=object())
+        auto.close()
+        assert outbox.deliveries() == []
+
+
+def test_send_with_a_psycopg2_connection(raw, postgres):
+    psycopg2 = need_module("psycopg2", "needs psycopg2")
+    url = postgres()
+    server = raw(lambda p, h, b: (200, b""))
+    with webhooklite.Outbox(url) as outbox:  # the outbox itself on psycopg 3
+        outbox.add_endpoint(server.base + "/")
+        conn = psycopg2.connect(url)
+        with conn.cursor() as c:
+            c.execute(ORDERS["postgres"])
+            c.execute("INSERT INTO orders (item) VALUES ('Blue T-Shirt')")
+        outbox.send("order.created", {"n": 1}, conn=conn)
+        conn.rollback()
+        with conn.cursor() as c:
+            c.execute(ORDERS["postgres"])
+        mid = outbox.send("order.created", {"n": 2}, conn=conn)
+        conn.commit()
+        conn.close()
+        assert outbox.drain(timeout=10) and server.ids() == [mid]
+
+
+# The README's recipes (```python psycopg / django / sqlalchemy), run as typed after a preamble
+# that makes what they assume (DATABASE_URL, outbox, engine, an orders table).
+RECIPES = dict(re.findall(r"```python (psycopg|django|sqlalchemy)\n(.*?)```", README, flags=re.S))
+
+PREAMBLE = """
+import os, sys
+import webhooklite
+KIND, TARGET = sys.argv[1], sys.argv[2]
+DATABASE_URL = OUTBOX_DB = TARGET
+outbox = webhooklite.Outbox(TARGET)
+outbox.add_endpoint("http://127.0.0.1:9/hooks")
+"""
+
+SETUP = {
+    "psycopg": "",
+    "django": """
+import urllib.parse
+import django
+from django.conf import settings
+if KIND == "sqlite":
+    db = {"ENGINE": "django.db.backends.sqlite3", "NAME": TARGET}
+else:
+    u = urllib.parse.urlsplit(TARGET)
+    q = dict(urllib.parse.parse_qsl(u.query))
+    db = {"ENGINE": "django.db.backends.postgresql", "NAME": u.path[1:], "USER": u.username, "HOST": u.hostname,
+          "PORT": u.port, "OPTIONS": {"options": q["options"]}}
+settings.configure(DATABASES={"default": db})
+django.setup()
+""",
+    "sqlalchemy": """
+import sqlalchemy as sa
+engine = sa.create_engine(("sqlite:///" + TARGET) if KIND == "sqlite" else TARGET.replace("postgresql://", "postgresql+psycopg://"))
+""",
+}
+
+CHECK = {
+    "psycopg": "",
+    "django": """
+place_order("Red Scarf")
+try:
+    with transaction.atomic():
+        place_order("never")
+        raise RuntimeError("rolled back")
+except RuntimeError:
+    pass
+""",
+    "sqlalchemy": "",
+}
+
+CHECK_ALL = """
+events = [(d.event, __import__("json").loads(d.body)["item"]) for d in outbox.deliveries()]
+print(sorted(events))
+"""
+
+
+def _run_recipe(db, recipe):
+    need_module(recipe, f"the README's {recipe} recipe")
+    if db.kind == "postgres":
+        need_module("psycopg", "the recipes on PostgreSQL use psycopg 3")
+    webhooklite.Outbox(db.target).close()  # the tables, so the app's table can live beside them
+    conn = db.connect()
+    conn.execute(ORDERS[db.kind])
+    conn.commit()
+    conn.close()
+    code = PREAMBLE + SETUP[recipe] + RECIPES[recipe] + CHECK[recipe] + CHECK_ALL
+    out = subprocess.run([sys.executable, "-c", code, db.kind, db.target], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr
+    expected = [("order.created", "Red Scarf" if recipe == "django" else "Blue T-Shirt")]  # and not "never"
+    assert out.stdout.strip() == str(sorted(expected)), out.stderr
+    assert sorted(r[0] for r in db.rows("SELECT item FROM orders")) == sorted(e[1] for e in expected)
+
+
+@pytest.mark.parametrize("recipe", ["django", "sqlalchemy"])
+def test_the_readmes_framework_recipes_run_as_typed(db, recipe):
+    _run_recipe(db, recipe)
+
+
+def test_the_readmes_psycopg_recipe_runs_as_typed(postgres, tmp_path):
+    _run_recipe(DB("postgres", tmp_path, postgres), "psycopg")
