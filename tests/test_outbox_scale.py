@@ -240,3 +240,120 @@ def test_the_readmes_framework_recipes_run_as_typed(db, recipe):
 
 def test_the_readmes_psycopg_recipe_runs_as_typed(postgres, tmp_path):
     _run_recipe(DB("postgres", tmp_path, postgres), "psycopg")
+
+
+# -- tenants ---------------------------------------------------------------------------------------
+
+
+def test_a_tenants_messages_reach_only_that_tenants_endpoints(raw, db):
+    server = raw(lambda p, h, b: (200, b""))
+    with webhooklite.Outbox(db.target) as outbox:
+        url = server.base + "/shared"  # the same URL registered by two tenants: two endpoints
+        acme = outbox.add_endpoint(url, tenant="acme", events=["invoice.*"])
+        globex = outbox.add_endpoint(url, tenant="globex")
+        ours = outbox.add_endpoint(server.base + "/ops")
+        assert len({acme, globex, ours}) == 3
+        assert outbox.add_endpoint(url, tenant="acme", headers={"X-T": "acme"}) == acme  # (tenant, url) is the key
+        by_id = {e.id: e for e in outbox.endpoints()}
+        assert (by_id[acme].tenant, by_id[globex].tenant, by_id[ours].tenant) == ("acme", "globex", None)
+        assert by_id[acme].events == ("invoice.*",)  # kept: only headers were passed again
+
+        a = outbox.send("invoice.paid", {"n": 1}, tenant="acme")
+        g = outbox.send("invoice.paid", {"n": 2}, tenant="globex")
+        o = outbox.send("invoice.paid", {"n": 3})
+        outbox.send("invoice.paid", {"n": 4}, tenant="initech")  # nobody's: a warning, nothing stored
+        assert outbox.drain(timeout=10)
+        assert {d.message_id: d.endpoint_id for d in outbox.deliveries()} == {a: acme, g: globex, o: ours}
+        assert outbox.deliveries(message_id=a)[0].tenant == "acme"
+        assert sorted(server.ids("/shared")) == sorted([a, g]) and server.ids("/ops") == [o]
+        assert outbox.stats()[acme]["tenant"] == "acme" and "tenant" not in outbox.stats()[ours]
+        with pytest.raises(ValueError, match="several endpoints"):
+            outbox.disable_endpoint(url)  # ambiguous: by id instead
+        outbox.disable_endpoint(globex)
+        with pytest.raises(ValueError, match="tenant"):
+            outbox.send("x", tenant="")
+
+
+# -- ordering keys ---------------------------------------------------------------------------------
+
+
+class OrderWatch:
+    """A receiver's view of ordering: arrival order per key, and whether one key was ever in flight twice."""
+
+    def __init__(self, fail=lambda data, n: False, delay=0.01):
+        self.lock = threading.Lock()
+        self.order = collections.defaultdict(list)
+        self.busy = collections.Counter()
+        self.overlaps = []
+        self.tries = collections.Counter()
+        self.fail, self.delay = fail, delay
+
+    def __call__(self, path, headers, body):
+        data = __import__("json").loads(body)
+        key = data.get("key")
+        with self.lock:
+            self.tries[data["n"]] += 1
+            n = self.tries[data["n"]]
+            if key is not None:
+                if self.busy[key]:
+                    self.overlaps.append(key)
+                self.busy[key] += 1
+        time.sleep(self.delay)
+        failed = self.fail(data, n)
+        with self.lock:
+            if key is not None:
+                self.busy[key] -= 1
+                if not failed:
+                    self.order[key].append(data["n"])
+        return (500, b"") if failed else (200, b"")
+
+
+def test_deliveries_sharing_a_key_go_one_at_a_time_in_send_order(raw, db):
+    watch = OrderWatch()
+    server = raw(watch)
+    with webhooklite.Outbox(db.target, workers=8, per_endpoint=8, schedule=(0, 0.05, 0.1)) as outbox:
+        outbox.add_endpoint(server.base + "/")
+        sent = collections.defaultdict(list)
+        n = 0
+        for round_ in range(8):
+            for key in ("k1", "k2", "k3", None, None):
+                outbox.send("order.updated", {"n": n, "key": key}, key=key)
+                if key:
+                    sent[key].append(n)
+                n += 1
+        t = time.monotonic()
+        assert outbox.drain(timeout=20)
+        elapsed = time.monotonic() - t
+    assert watch.overlaps == [], "two deliveries with one key were in flight at once"
+    assert dict(watch.order) == dict(sent)  # in send order, per key
+    # Keys hold only themselves up: 8 one-at-a-time deliveries per key in parallel, not 24 in a row.
+    assert elapsed < 24 * watch.delay * 3, elapsed
+
+
+def test_a_failing_head_blocks_its_key_until_retried_or_dead_and_nothing_else(raw, db):
+    watch = OrderWatch(fail=lambda data, n: data["n"] == 0 and data.get("fail", True))
+    server = raw(watch)
+    with webhooklite.Outbox(db.target, schedule=(0, 3600), poll=0.05) as outbox:
+        outbox.add_endpoint(server.base + "/")
+        head = outbox.send("order.created", {"n": 0, "key": "o-1"}, key="o-1")
+        outbox.send("order.paid", {"n": 1, "key": "o-1"}, key="o-1")
+        outbox.send("other", {"n": 2, "key": "o-2"}, key="o-2")
+        assert outbox.drain(due_only=True, timeout=10)
+        assert dict(watch.order) == {"o-2": [2]}  # o-1's head failed and is due in an hour: o-1 waits
+        assert watch.tries[1] == 0
+        (d,) = outbox.deliveries(message_id=head)
+        assert d.state == "pending" and d.next_at > time.time() + 3000
+        watch.fail = lambda data, n: False
+        outbox.retry(d.id)  # unblock: the head is attempted now, then the next follows
+        assert outbox.drain(timeout=10)
+        assert watch.order["o-1"] == [0, 1]
+
+        # A head that goes dead no longer blocks its key.
+        watch.fail = lambda data, n: data["n"] == 10
+        with webhooklite.Outbox(db.new(), schedule=(0,)) as other:
+            other.add_endpoint(server.base + "/")
+            for n in (10, 11, 12):
+                other.send("step", {"n": n, "key": "o-3"}, key="o-3")
+            assert other.drain(timeout=10)
+            assert [d.state for d in sorted(other.deliveries(), key=lambda d: d.id)] == ["dead", "delivered", "delivered"]
+        assert watch.order["o-3"] == [11, 12]

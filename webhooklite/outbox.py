@@ -536,8 +536,9 @@ class Outbox:
     def retry(self, delivery_id: int) -> None:
         """Send a dead (or delivered) delivery again, now, with a fresh schedule and the same message id.
 
-        Its endpoint must be enabled (``enable_endpoint`` first after a 410).
-        A pending delivery is left as it is.
+        Its endpoint must be enabled (``enable_endpoint`` first after a 410). A pending delivery
+        waiting for its next attempt is attempted now (its schedule goes on from where it was);
+        one being sent is left as it is.
         """
         with self._writing() as c:
             if self._store.retry(c, int(delivery_id)):

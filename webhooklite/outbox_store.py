@@ -246,13 +246,14 @@ class OutboxStore:
         return self.b.fetchall(conn, self.q["attempts"], {"id": delivery_id})
 
     def retry(self, conn: Any, delivery_id: int) -> bool:
-        """Make a dead or delivered delivery pending again, due now; False if it was pending."""
+        """Make a dead or delivered delivery pending again, due now (a fresh schedule); a pending one
+        waiting for its next attempt is made due now. False if nothing changed (it is being sent)."""
         row = self.b.fetchone(conn, self.q["retry_check"], {"id": delivery_id})
         if row is None:
             raise KeyError(f"no delivery {delivery_id!r} in this outbox")
         state, enabled, url = row
         if state == PENDING:
-            return False
+            return bool(self.b.execute(conn, self.q["retry_waiting"], {"now": time.time(), "id": delivery_id}))
         if not enabled:
             raise ValueError(f"the endpoint {url!r} is disabled; enable_endpoint() it before retrying")
         self.b.execute(conn, self.q["retry"], {"now": time.time(), "id": delivery_id})

@@ -240,6 +240,10 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_deliveries SET state = 'pending', next_at = %(now)s, worker = NULL, tries = 0, "
         "updated = %(now)s WHERE id = %(id)s"
     ),
+    "retry_waiting": (  # a pending one waiting for its next attempt (not claimed): due now, same schedule
+        "UPDATE webhooklite_deliveries SET next_at = %(now)s, updated = %(now)s "
+        "WHERE id = %(id)s AND state = 'pending' AND (worker IS NULL OR next_at < %(now)s)"
+    ),
     "stats_endpoints": "SELECT id, url, enabled, tenant FROM webhooklite_endpoints ORDER BY id",
     "stats_counts": "SELECT endpoint_id, state, count(*) FROM webhooklite_deliveries GROUP BY endpoint_id, state",
     "pending": (
