@@ -29,16 +29,20 @@ def test_import_webhooklite_loads_no_driver_and_a_missing_one_says_what_to_insta
     out = run(
         "import sys\n"
         "import webhooklite\n"
-        "webhooklite.Outbox\n"
+        "webhooklite.Outbox, webhooklite.PostgresStore, webhooklite.StorageError\n"
         "assert not any(m.split('.')[0] in ('psycopg', 'psycopg2') for m in sys.modules), 'a driver was imported'\n"
         "sys.modules['psycopg'] = sys.modules['psycopg2'] = None  # as if neither were installed\n"
         "try:\n"
         "    webhooklite.Outbox('postgresql://nobody@127.0.0.1:1/none')\n"
         "except ImportError as e:\n"
         "    print(e)\n"
+        "try:\n"
+        "    webhooklite.PostgresStore('postgresql://nobody@127.0.0.1:1/none')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
     )
     assert out.returncode == 0, out.stderr
-    assert "pip install 'webhooklite[postgres]'" in out.stdout and "psycopg2" in out.stdout
+    assert out.stdout.count("pip install 'webhooklite[postgres]'") == 2 and "psycopg2" in out.stdout
 
 
 def _deliver_one(outbox, raw):

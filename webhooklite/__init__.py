@@ -38,6 +38,7 @@ __all__ = [
     "MemoryStore",
     "Outbox",
     "PayloadError",
+    "PostgresStore",
     "Receiver",
     "Response",
     "Retry",
@@ -65,6 +66,10 @@ def __getattr__(name: str) -> Any:
         from .store import SQLiteStore
 
         return SQLiteStore
+    if name == "PostgresStore":  # imports the PostgreSQL driver when it is built, not before
+        from .pgstore import PostgresStore
+
+        return PostgresStore
     if name == "StorageError":  # the outbox's and stores' database failures
         from .backends import StorageError
 

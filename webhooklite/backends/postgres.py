@@ -38,8 +38,10 @@ OUTBOX_VERSION = 2  # the same numbering as the sqlite tables (1 was 0.1, sqlite
 
 _LOCK = 0x77686B6C  # "whkl": the advisory lock that serializes schema changes in one database
 
+#: One row per durable part (outbox, store, inbox...): the version its tables are at.
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS webhooklite_schema (part text PRIMARY KEY, version integer NOT NULL)"
+
 OUTBOX_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhooklite_schema (part text PRIMARY KEY, version integer NOT NULL);
 CREATE TABLE webhooklite_endpoints (
     id bigserial PRIMARY KEY,
     tenant text NOT NULL DEFAULT '',
@@ -275,6 +277,46 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
 }}
 
 
+#: PostgresStore (webhooklite/pgstore.py): a receiver's handled ids, shared by hosts. Times are the
+#: database's clock (``clock_timestamp()``), so hosts with skewed clocks still agree on expiry.
+STORE_SCHEMA = """
+CREATE TABLE webhooklite_handled (
+    id text PRIMARY KEY,
+    done boolean NOT NULL,
+    token text,
+    at double precision NOT NULL
+);
+CREATE INDEX webhooklite_handled_at ON webhooklite_handled (at)
+"""
+
+SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA), "store": (1, STORE_SCHEMA)}
+
+_NOW = "extract(epoch FROM clock_timestamp())"
+
+QUERIES["store"] = {
+    # New, or a busy mark abandoned for busy_for, or a done mark forgotten after keep: claim it with our token.
+    "begin": (
+        f"INSERT INTO webhooklite_handled AS h (id, done, token, at) VALUES (%(id)s, false, %(token)s, {_NOW}) "
+        "ON CONFLICT (id) DO UPDATE SET done = false, token = excluded.token, at = excluded.at "
+        f"WHERE (NOT h.done AND h.at < {_NOW} - %(busy_for)s) OR (h.done AND h.at < {_NOW} - %(keep)s) "
+        "RETURNING token"
+    ),
+    "state": "SELECT done FROM webhooklite_handled WHERE id = %(id)s",
+    # The handlers succeeded: done, whoever claims it now.
+    "commit": (
+        f"INSERT INTO webhooklite_handled (id, done, token, at) VALUES (%(id)s, true, NULL, {_NOW}) "
+        "ON CONFLICT (id) DO UPDATE SET done = true, token = NULL, at = excluded.at"
+    ),
+    # Only our own claim: a late abort never frees an id another process took over meanwhile.
+    "abort": "DELETE FROM webhooklite_handled WHERE id = %(id)s AND NOT done AND token = %(token)s",
+    "purge": (
+        f"DELETE FROM webhooklite_handled WHERE (done AND at < {_NOW} - %(keep)s) "
+        f"OR (NOT done AND at < {_NOW} - %(busy_for)s)"
+    ),
+    "count": f"SELECT count(*) FROM webhooklite_handled WHERE done AND at >= {_NOW} - %(keep)s",
+}
+
+
 # -- drivers -------------------------------------------------------------------------------
 
 class _Driver:
@@ -431,24 +473,27 @@ class PostgresBackend(Backend):
         return list(values)
 
     def ensure_schema(self, conn: Any, part: str) -> None:
-        if part != "outbox":
+        if part not in SCHEMAS:
             raise ValueError(f"no schema for {part!r}")
+        want, script = SCHEMAS[part]
         version = self._version(conn, part)
-        if version != OUTBOX_VERSION:
+        if version != want:
             with self.transaction(conn):
                 self.execute(conn, "SELECT pg_advisory_xact_lock(%(lock)s)", {"lock": _LOCK})
                 version = self._version(conn, part)  # again, under the lock
-                if version is not None and version > OUTBOX_VERSION:
-                    raise ValueError(f"{self.where} was written by a newer webhooklite (outbox schema {version})")
+                if version is not None and version > want:
+                    raise ValueError(f"{self.where} was written by a newer webhooklite ({part} schema {version})")
                 if version is None:
-                    for statement in OUTBOX_SCHEMA.split(";\n"):
+                    self.execute(conn, SCHEMA_TABLE)
+                    for statement in script.split(";\n"):
                         if statement.strip():
                             self.execute(conn, statement)
                     self.execute(conn, "INSERT INTO webhooklite_schema (part, version) VALUES (%(part)s, %(v)s)",
-                                 {"part": part, "v": OUTBOX_VERSION})
-        row = self.fetchone(conn, "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                  "WHERE c.oid = 'webhooklite_deliveries'::regclass")
-        self._schema = row[0] if row else None
+                                 {"part": part, "v": want})
+        if part == "outbox":  # notifications carry the schema of the tables, so listeners filter on it
+            row = self.fetchone(conn, "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                      "WHERE c.oid = 'webhooklite_deliveries'::regclass")
+            self._schema = row[0] if row else None
 
     def _version(self, conn: Any, part: str) -> Optional[int]:
         if self.fetchone(conn, "SELECT to_regclass('webhooklite_schema')")[0] is None:  # type: ignore[index]
