@@ -370,3 +370,78 @@ def tiny_disk(tmp_path):
         yield Disk()
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10)
+
+
+def _pg_bindir() -> Optional[str]:
+    """Where initdb and pg_ctl are: $WEBHOOKLITE_TEST_PG_BIN, pg_config --bindir, /usr/lib/postgresql/*/bin."""
+    import glob
+    import shutil
+    import subprocess
+
+    candidates = [os.environ.get("WEBHOOKLITE_TEST_PG_BIN", "")]
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10)
+        candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for d in candidates:
+        if d and os.access(os.path.join(d, "initdb"), os.X_OK) and os.access(os.path.join(d, "pg_ctl"), os.X_OK):
+            return d
+    return None
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL cluster of the test's own (initdb in a temporary directory, another port), which
+    the test may stop, start and restart: never the shared server. As root it runs as ``nobody``.
+
+    Runs where PostgreSQL tests run (``WEBHOOKLITE_TEST_POSTGRES`` set) and the server programs exist.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    need_service("WEBHOOKLITE_TEST_POSTGRES", "needs PostgreSQL")
+    need_module("psycopg", "needs the PostgreSQL driver psycopg 3")
+    bindir = _pg_bindir()
+    if bindir is None:
+        missing("needs PostgreSQL's initdb and pg_ctl for a private cluster (set WEBHOOKLITE_TEST_PG_BIN)")
+    home = tempfile.mkdtemp(prefix="webhooklite-pg-")
+    user = None
+    if os.geteuid() == 0:  # initdb refuses root
+        user = "nobody"
+        shutil.chown(home, user=user)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    data = os.path.join(home, "data")
+
+    def pg(*args, timeout=60):
+        out = subprocess.run(list(args), cwd=home, user=user, capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            log = open(os.path.join(home, "server.log")).read() if os.path.exists(os.path.join(home, "server.log")) else ""
+            raise RuntimeError(f"{args[0]} failed: {out.stdout}{out.stderr}{log[-2000:]}")
+
+    class Cluster:
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+        def start(self):
+            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(home, "server.log"), "-w", "-t", "30",
+               "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "start")
+
+        def stop(self, mode="fast"):
+            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-m", mode, "-w", "stop")
+
+        def restart(self):
+            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "fast", "-w", "-t", "30",
+               "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "restart")
+
+    cluster = Cluster()
+    try:
+        pg(os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        cluster.start()
+        yield cluster
+    finally:
+        subprocess.run([os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], cwd=home,
+                       user=user, capture_output=True, timeout=30)
+        shutil.rmtree(home, ignore_errors=True)

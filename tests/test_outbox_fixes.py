@@ -268,3 +268,15 @@ def test_the_outbox_and_the_router_share_one_pattern_rule():
     router = Router()
     router.add("payment.[cr]*", print)
     assert router.match("payment.refunded") == (print,) and matches("payment.[cr]*", "payment.refunded")
+
+
+def test_a_worker_whose_lease_is_shorter_than_an_endpoints_timeout_still_delivers(raw, db, caplog):
+    server = raw(lambda p, h, b: (200, b""))
+    with webhooklite.Outbox(db.target, lease=60) as app:  # the app stores the endpoint: timeout 10 s
+        app.add_endpoint(server.base + "/", timeout=10)
+        mid = app.send("ping")
+    # A worker started with a 1 s lease: a 10 s attempt would outlive its claims.
+    with webhooklite.Outbox(db.target, lease=1.0, timeout=0.5) as worker:
+        assert worker.drain(timeout=10)
+    assert server.ids() == [mid]
+    assert "time out after 0.5 s" in caplog.text

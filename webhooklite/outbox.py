@@ -49,7 +49,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from ._signals import until_stopped
 from .backends import Backend, StorageError, open_backend
@@ -247,6 +247,7 @@ class Outbox:
         self._store = OutboxStore(self.backend, self._lane_config)
         self._senders: Dict[int, Tuple[int, Sender]] = {}
         self._senders_lock = threading.Lock()
+        self._capped: Set[int] = set()  # endpoints whose stored timeout this lease does not cover
         self._engine = Engine(
             self._store, self._attempt, schedule=schedule, workers=workers, per_lane=per_endpoint,
             lease=self.lease, poll=self.poll, jitter=self.jitter, name="outbox",
@@ -629,8 +630,18 @@ class Outbox:
     # -- what the engine calls ------------------------------------------------------------
 
     def _lane_config(self, row: Tuple[Any, ...]) -> Tuple[Sender, float]:
-        """An enabled endpoint's Sender (rebuilt when its row's version changes) and its timeout."""
+        """An enabled endpoint's Sender (rebuilt when its row's version changes) and its timeout.
+
+        An endpoint stored by a process with a longer lease may have a timeout this process's lease
+        does not cover: its attempts here get this outbox's ``timeout`` (a claim must outlast them).
+        """
         eid, version, url, secret, scheme, headers, timeout = row
+        if timeout >= self.lease:
+            if eid not in self._capped:
+                self._capped.add(eid)
+                log.warning("outbox: endpoint %s's timeout (%g s) is not shorter than this outbox's lease (%g s): "
+                            "its attempts here time out after %g s", eid, timeout, self.lease, self.timeout)
+            timeout = self.timeout
         with self._senders_lock:
             cached = self._senders.get(eid)
             if cached is not None and cached[0] == version:
