@@ -410,23 +410,29 @@ def private_postgres():
     if os.geteuid() == 0:  # initdb refuses root
         user = "nobody"
         shutil.chown(home, user=user)
+        open(os.path.join(home, "server.log"), "w").close()
+        shutil.chown(os.path.join(home, "server.log"), user=user)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     data = os.path.join(home, "data")
 
+    logfile = os.path.join(home, "server.log")
+
     def pg(*args, timeout=60):
-        out = subprocess.run(list(args), cwd=home, user=user, capture_output=True, text=True, timeout=timeout)
+        # Output to the log file, never to a pipe: a server that pg_ctl starts keeps its stdout open.
+        with open(logfile, "a") as log:
+            out = subprocess.run(list(args), cwd=home, user=user, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, timeout=timeout)
         if out.returncode != 0:
-            log = open(os.path.join(home, "server.log")).read() if os.path.exists(os.path.join(home, "server.log")) else ""
-            raise RuntimeError(f"{args[0]} failed: {out.stdout}{out.stderr}{log[-2000:]}")
+            raise RuntimeError(f"{args[0]} failed: {open(logfile).read()[-3000:]}")
 
     class Cluster:
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
         def start(self):
-            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(home, "server.log"), "-w", "-t", "30",
+            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", logfile, "-w", "-t", "30",
                "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "start")
 
         def stop(self, mode="fast"):

@@ -295,7 +295,8 @@ class Engine:
     def drain(self, pending: Callable[[], bool], timeout: Optional[float] = None) -> bool:
         """Run until ``pending()`` is false (True), or ``timeout`` passes (False).
 
-        When no crew runs, one is started for the call and stopped at its end; concurrent drains
+        A StorageError from ``pending()`` counts as "still pending" (the database comes back, and so
+        do the workers). When no crew runs, one is started for the call and stopped at its end; concurrent drains
         share it, and the last one out stops it.
         """
         with self._lock:
@@ -305,9 +306,18 @@ class Engine:
         if borrowing:
             self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
+        failing = False
         try:
             while True:
-                if not pending():
+                try:
+                    left = pending()
+                except Exception as exc:  # the database failed: still pending; the workers recover too
+                    if not _is_storage_error(exc):
+                        raise
+                    if not failing:
+                        log.warning("%s: drain() cannot see the database (%s); waiting for it", self.name, exc)
+                    failing, left = True, True
+                if not left:
                     return True
                 wait = 0.05
                 if deadline is not None:
