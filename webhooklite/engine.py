@@ -579,14 +579,16 @@ class _Crew:
                     for job in self.queues.pop(lane):
                         self.held.pop(job.id, None)
                         dropped.append(job.id)
-            hungry = [lane for lane in lanes if self.depth(lane) - room.get(lane, 0) > 0]
+            # How many more each lane may hold, computed once: the pace (so the depth) moves as attempts end.
+            free = {lane: self.depth(lane) - room.get(lane, 0) for lane in lanes}
+            hungry = [lane for lane, n in free.items() if n > 0]
             firsts = q.first_due(conn, hungry) if hungry else {}
             for lane in hungry:
                 first = firsts.get(lane)
                 if first is None:
                     continue
                 if first <= now:
-                    want[lane] = self.depth(lane) - room.get(lane, 0)
+                    want[lane] = free[lane]
                 else:
                     wait = min(wait, first - now)
                     self.more.discard(lane)
@@ -612,11 +614,11 @@ class _Crew:
                 if ids:
                     lost, taken = q.renew(conn, self.token, ids, time.time() + e.lease)
             now = time.time()
-            for lane, free in want.items():
-                if lane in closed:
+            for lane, limit in want.items():
+                if lane in closed or limit <= 0:
                     continue
-                jobs = q.claim(conn, self.token, lane, free, now, now + e.lease)
-                full[lane] = len(jobs) == free
+                jobs = q.claim(conn, self.token, lane, limit, now, now + e.lease)
+                full[lane] = len(jobs) == limit
                 config, budget = lanes[lane]
                 for job in jobs:
                     job.config, job.budget = config, budget

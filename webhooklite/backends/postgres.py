@@ -345,7 +345,9 @@ class _Driver:
         return bool(conn.closed) or bool(getattr(conn, "broken", False))
 
     def autocommit(self, conn: Any) -> bool:
-        return bool(conn.autocommit)
+        """Whether a statement on ``conn`` would commit on its own: autocommit, and no BEGIN open."""
+        idle = int(getattr(getattr(conn, "info", None), "transaction_status", 0)) == 0  # 0: IDLE in both drivers
+        return bool(conn.autocommit) and idle
 
     def listen(self, conn: Any, channel: str, seen: Callable[[str], None], stop: Any) -> Callable[[float], None]:
         """LISTEN on ``conn``; return ``wait(timeout)``, which hands each notification's payload to
