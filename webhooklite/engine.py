@@ -201,8 +201,8 @@ class Engine:
         workers: int,
         per_lane: int,
         lease: float,
-        poll: float,
-        jitter: float,
+        poll: float = 0.5,
+        jitter: float = 0.2,
         name: str = "webhooklite",
         on_settled: Optional[Callable[[List[Settled]], None]] = None,
     ) -> None:
@@ -310,14 +310,14 @@ class Engine:
         try:
             while True:
                 try:
-                    left = pending()
+                    some = pending()
                 except Exception as exc:  # the database failed: still pending; the workers recover too
                     if not _is_storage_error(exc):
                         raise
                     if not failing:
                         log.warning("%s: drain() cannot see the database (%s); waiting for it", self.name, exc)
-                    failing, left = True, True
-                if not left:
+                    failing, some = True, True
+                if not some:
                     return True
                 wait = 0.05
                 if deadline is not None:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 from . import Backend, StorageError, describe_target
 
-__all__ = ["PostgresBackend", "QUERIES", "driver"]
+__all__ = ["PostgresBackend", "QUERIES", "SCHEMAS", "driver"]
 
 log = logging.getLogger("webhooklite")
 

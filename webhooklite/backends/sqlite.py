@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import Backend, StorageError
 
-__all__ = ["SQLiteBackend", "QUERIES", "BUSY_TIMEOUT", "MIN_VERSION"]
+__all__ = ["SQLiteBackend", "QUERIES", "SCHEMAS", "BUSY_TIMEOUT", "MIN_VERSION"]
 
 #: Seconds a connection waits for another's write lock before giving up.
 BUSY_TIMEOUT = 10.0
@@ -117,6 +117,9 @@ ALTER TABLE webhooklite_deliveries ADD COLUMN key TEXT;
 ALTER TABLE attempts RENAME TO webhooklite_attempts;
 PRAGMA user_version = 2;
 """ + _INDEXES
+
+#: Each durable part's tables: (version, script). An inbox adds its own entry (and its queries below).
+SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA)}
 
 # -- queries -------------------------------------------------------------------------------
 
@@ -374,26 +377,27 @@ class SQLiteBackend(Backend):
         self.execute(conn, "BEGIN IMMEDIATE")  # the write lock up front: no upgrade deadlocks
 
     def ensure_schema(self, conn: Any, part: str) -> None:
-        if part != "outbox":
+        if part not in SCHEMAS:
             raise ValueError(f"no schema for {part!r}")
+        want, script = SCHEMAS[part]
         version = self._version(conn, part)
-        if version == OUTBOX_VERSION:
+        if version == want:
             return
         with self.transaction(conn):
             version = self._version(conn, part)  # again, under the write lock: another process may have done it
-            if version == OUTBOX_VERSION:
+            if version == want:
                 return
-            if version is not None and version > OUTBOX_VERSION:
-                raise ValueError(f"{self.path!r} was written by a newer webhooklite (outbox schema {version})")
+            if version is not None and version > want:
+                raise ValueError(f"{self.path!r} was written by a newer webhooklite ({part} schema {version})")
             self.execute(conn, SCHEMA_TABLE)
-            if self._is_0_1(conn):
+            if part == "outbox" and self._is_0_1(conn):
                 self._script(conn, OUTBOX_FROM_0_1)
             elif version is None:
-                self._script(conn, OUTBOX_SCHEMA)
+                self._script(conn, script)
             self.execute(
                 conn, "INSERT INTO webhooklite_schema (part, version) VALUES (:part, :version) "
                 "ON CONFLICT (part) DO UPDATE SET version = excluded.version",
-                {"part": part, "version": OUTBOX_VERSION},
+                {"part": part, "version": want},
             )
 
     def _version(self, conn: Any, part: str) -> Optional[int]:
