@@ -530,7 +530,7 @@ class _Crew:
                         if not stopping:
                             continue  # stop() came during this round: one more, to record everything
                         break
-                    if self.stopping and failed and not any(self.inflight.values()) and failures > 10:
+                    if self.stopping and failed and not any(self.inflight.values()) and failures > 5:
                         # Stopping, and the database has been gone for a while: the outcomes left are
                         # lost to the log only (their claims lapse and the jobs run again elsewhere).
                         log.error("%s: stopping without recording %d outcome(s): the database is unreachable",
@@ -539,11 +539,14 @@ class _Crew:
                         break
                     if not self.held:
                         last_renew = time.monotonic()  # nothing to renew: the clock starts with the next claim
-                    else:
+                    elif not failed:  # a failed round keeps its back-off, even with a renewal overdue
                         wait = min(wait, last_renew + self.renew_every() - time.monotonic())
                     if self.stopping:
                         if failed or not self.results:
                             self.disp_cv.wait(0.05 if not failed else wait)  # attempts in flight notify as they end
+                        continue
+                    if failed:  # back off: new outcomes and wake-ups wait for the database too (stop() does not)
+                        self.disp_cv.wait(wait)
                         continue
                     until = time.monotonic() + wait
                     while not self.urgent():
