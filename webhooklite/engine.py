@@ -595,6 +595,11 @@ class _Crew:
                 else:
                     wait = min(wait, first - now)
                     self.more.discard(lane)
+            for job, _, _ in results:
+                # Settled in this round, before its claims: what it held back (the next delivery with
+                # its ordering key) may be claimable the moment it is recorded.
+                if free.get(job.lane, 0) > 0:
+                    want[job.lane] = free[job.lane]
         if not results and not renew and not want and not dropped:
             return wait
 

@@ -102,11 +102,12 @@ CREATE TRIGGER webhooklite_deliveries_notify AFTER INSERT ON webhooklite_deliver
 """
 
 _IDS = "ANY(%(ids)s)"
-_CLAIMABLE = (
-    "d.state = 'pending' AND d.next_at <= %(now)s AND (d.key IS NULL OR NOT EXISTS ("
+_HEAD = (  # not behind an unsettled delivery to the same endpoint with the same ordering key
+    "(d.key IS NULL OR NOT EXISTS ("
     "SELECT 1 FROM webhooklite_deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.key = d.key "
     "AND p.state = 'pending' AND p.id < d.id))"
 )
+_CLAIMABLE = "d.state = 'pending' AND d.next_at <= %(now)s AND " + _HEAD  # due, and first in its key
 _DELIVERY = (
     "SELECT d.id, d.message_id, d.endpoint_id, e.url, m.event, d.state, d.attempts, d.tries, d.next_at, "
     "d.last_status, d.last_error, d.created, d.updated, m.body, m.tenant, d.key "
@@ -135,9 +136,11 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
 
     # -- the engine
     "lanes": "SELECT id, version, url, secret, scheme, headers, timeout FROM webhooklite_endpoints WHERE enabled",
+    # When each lane's next claimable delivery is due (not a follower blocked behind its key's head).
     "first_due": (
-        "SELECT e.id, (SELECT min(d.next_at) FROM webhooklite_deliveries d "
-        "WHERE d.endpoint_id = e.id AND d.state = 'pending') FROM unnest(%(ids)s::bigint[]) AS e(id)"
+        "SELECT e.id, (SELECT d.next_at FROM webhooklite_deliveries d "
+        f"WHERE d.endpoint_id = e.id AND d.state = 'pending' AND {_HEAD} ORDER BY d.next_at LIMIT 1) "
+        "FROM unnest(%(ids)s::bigint[]) AS e(id)"
     ),
     # One statement: pick due rows nobody holds a lock on, and mark them ours.
     "claim": (

@@ -123,12 +123,12 @@ SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA)
 
 # -- queries -------------------------------------------------------------------------------
 
-_CLAIMABLE = (
-    # Due, and not behind an unsettled delivery with the same ordering key.
-    "d.state = 'pending' AND d.next_at <= :now AND (d.key IS NULL OR NOT EXISTS ("
+_HEAD = (  # not behind an unsettled delivery to the same endpoint with the same ordering key
+    "(d.key IS NULL OR NOT EXISTS ("
     "SELECT 1 FROM webhooklite_deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.key = d.key "
     "AND p.state = 'pending' AND p.id < d.id))"
 )
+_CLAIMABLE = "d.state = 'pending' AND d.next_at <= :now AND " + _HEAD  # due, and first in its key
 _DELIVERY = (
     "SELECT d.id, d.message_id, d.endpoint_id, e.url, m.event, d.state, d.attempts, d.tries, d.next_at, "
     "d.last_status, d.last_error, d.created, d.updated, m.body, m.tenant, d.key "
@@ -154,9 +154,11 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "lanes": (
         "SELECT id, version, url, secret, scheme, headers, timeout FROM webhooklite_endpoints WHERE enabled = 1"
     ),
+    # When each lane's next claimable delivery is due (not a follower blocked behind its key's head).
     "first_due": (
-        "SELECT j.value, (SELECT min(d.next_at) FROM webhooklite_deliveries d "
-        "WHERE d.endpoint_id = j.value AND d.state = 'pending') FROM json_each(:ids) j"
+        "SELECT j.value, (SELECT d.next_at FROM webhooklite_deliveries d "
+        f"WHERE d.endpoint_id = j.value AND d.state = 'pending' AND {_HEAD} ORDER BY d.next_at LIMIT 1) "
+        "FROM json_each(:ids) j"
     ),
     "claim": (
         "SELECT d.id, d.message_id, m.event, m.body, d.tries FROM webhooklite_deliveries d "
