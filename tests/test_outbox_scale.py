@@ -160,9 +160,16 @@ def test_send_with_a_psycopg2_connection(raw, postgres):
         assert outbox.drain(timeout=10) and server.ids() == [mid]
 
 
-# The README's recipes (```python psycopg / django / sqlalchemy), run as typed after a preamble
+# The README's recipes (one ```python recipes block), run as typed after a preamble
 # that makes what they assume (DATABASE_URL, outbox, engine, an orders table).
-RECIPES = dict(re.findall(r"```python (psycopg|django|sqlalchemy)\n(.*?)```", README, flags=re.S))
+def _recipes():
+    """The README's one block of recipes, cut at its "# psycopg", "# Django", "# SQLAlchemy" headers."""
+    block = re.search(r"```python recipes\n(.*?)```", README, flags=re.S).group(1)
+    parts = re.split(r"^# (psycopg|Django|SQLAlchemy)\b[^\n]*\n", block, flags=re.M)
+    return {name.lower(): code.strip() + "\n" for name, code in zip(parts[1::2], parts[2::2])}
+
+
+RECIPES = _recipes()
 
 PREAMBLE = """
 import os, sys
