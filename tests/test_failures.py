@@ -17,7 +17,14 @@ from webhooklite.backends import StorageError
 
 
 def _stuck(outbox):
-    """What is still pending, and what the running crew holds: for a failure message."""
+    """What is still pending, and what the running crew holds: for a failure message (never raises)."""
+    try:
+        return _stuck_(outbox)
+    except Exception as e:
+        return f"(and the outbox cannot tell what is pending: {str(e)[:300]})"
+
+
+def _stuck_(outbox):
     crew = outbox._engine._crew
     held = None if crew is None else (len(crew.held), {k: len(q) for k, q in crew.queues.items()}, dict(crew.inflight),
                                       len(crew.results), [t.name for t in crew.threads if t.is_alive()])

@@ -286,8 +286,8 @@ class Outbox:
                 self._api_conn = self.backend.connect(durable=True)
             try:
                 yield self._api_conn
-            except StorageError:
-                if self._batch_depth == 0 and self.backend.broken(self._api_conn):
+            except StorageError as e:
+                if self._batch_depth == 0 and (e.lost or self.backend.broken(self._api_conn)):
                     self.backend.close(self._api_conn)
                     self._api_conn = None
                 raise

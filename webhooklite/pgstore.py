@@ -79,8 +79,8 @@ class PostgresStore:
             try:
                 b = self._backend
                 return b.fetchall(self._c(), query, params) if fetch else b.execute(self._c(), query, params)
-            except StorageError:
-                if self._conn is not None and self._backend.broken(self._conn):
+            except StorageError as e:
+                if self._conn is not None and (e.lost or self._backend.broken(self._conn)):
                     self._backend.close(self._conn)
                     self._conn = None
                 raise

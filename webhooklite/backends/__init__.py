@@ -30,6 +30,9 @@ __all__ = ["Backend", "StorageError", "open_backend", "is_url", "describe_target
 class StorageError(WebhookError):
     """The database refused or could not be reached: locked, read-only, full, down... Nothing was stored."""
 
+    #: The connection is lost (or in a state no one can trust): open a new one, whatever the driver says.
+    lost = False
+
 
 class Backend:
     """The interface; :class:`~webhooklite.backends.sqlite.SQLiteBackend` and

@@ -559,6 +559,13 @@ class PostgresBackend(Backend):
 
     def error(self, exc: BaseException) -> StorageError:
         text = " ".join(str(exc).split())
-        conn_lost = type(exc).__name__ in ("OperationalError", "InterfaceError", "AdminShutdown")
-        hint = "cannot reach PostgreSQL, or lost the connection" if conn_lost else "PostgreSQL refused"
-        return StorageError(f"{self.where}: {hint} ({text})")
+        if len(text) > 500:  # libpq repeats "another command is already in progress" once per retry
+            text = text[:500] + "..."
+        # A connection error (OperationalError, InterfaceError and their subclasses, e.g. AdminShutdown)
+        # means a new connection: after a failure while *sending*, psycopg may not flag the old one as
+        # broken, and every later command on it fails ("another command is already in progress").
+        lost = any(isinstance(exc, (d.module.OperationalError, d.module.InterfaceError)) for d in _DRIVERS.values())
+        hint = "cannot reach PostgreSQL, or lost the connection" if lost else "PostgreSQL refused"
+        err = StorageError(f"{self.where}: {hint} ({text})")
+        err.lost = lost
+        return err
