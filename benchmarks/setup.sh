@@ -7,11 +7,11 @@ venv="${BENCH_VENV:-/work/bench-venv}"
 python="${PYTHON:-python3}"
 
 need=()
-for tool in wrk nginx hyperfine taskset; do
+for tool in wrk nginx hyperfine taskset redis-server; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ "${#need[@]}" -gt 0 ]; then
-  pkgs=(wrk nginx hyperfine)
+  pkgs=(wrk nginx hyperfine redis-server)  # redis-server: the broker of bench_outbox.py's Celery
   command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q

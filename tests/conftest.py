@@ -2,11 +2,14 @@
 import contextlib
 import os
 import http.client
+import itertools
 import json
+import os
 import socket
 import struct
 import threading
 import time
+import urllib.parse
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import pytest
@@ -224,3 +227,244 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under WEBHOOKLITE_CI=1, where nothing may skip: {reason}"
+
+
+# -- services a test needs (PostgreSQL, Chromium...) -------------------------------------------------
+#
+# A test that needs a service reads its environment variable; without it the test skips and says
+# why, so the README's test command passes on a fresh machine. Under WEBHOOKLITE_CI=1 (.ci/run
+# sets it) a missing service fails the test instead: CI never passes by skipping.
+
+
+def missing(reason: str) -> None:
+    """Skip with ``reason``; under WEBHOOKLITE_CI=1, fail instead."""
+    if os.environ.get("WEBHOOKLITE_CI") == "1":
+        pytest.fail(f"{reason} (WEBHOOKLITE_CI=1: a missing service fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_service(var: str, what: str) -> str:
+    """The value of environment variable ``var`` (a URL, a path), or skip/fail via :func:`missing`."""
+    value = os.environ.get(var, "").strip()
+    if not value:
+        missing(f"{what}: set {var} to run this test")
+    return value
+
+
+def need_module(name: str, why: str):
+    """Import ``name`` or skip/fail via :func:`missing` (e.g. a database driver)."""
+    try:
+        return __import__(name)
+    except ImportError:
+        missing(f"{why}: pip install {name}")
+
+
+_SCHEMAS = itertools.count()
+
+
+def _with_params(url: str, **params: str) -> str:
+    """``url`` with query parameters added (libpq reads ``options`` and ``application_name`` from it)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query)
+    query += list(params.items())
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
+
+
+@pytest.fixture
+def postgres():
+    """A private schema on the test PostgreSQL (``WEBHOOKLITE_TEST_POSTGRES``), dropped afterwards.
+
+    Returns a factory: ``postgres()`` makes one more schema and returns a URL whose
+    ``search_path`` is that schema and whose ``application_name`` names it (so a test can find,
+    and kill, its own connections among other developers' on the same server).
+    """
+    base = need_service("WEBHOOKLITE_TEST_POSTGRES", "needs PostgreSQL")
+    psycopg = need_module("psycopg", "needs the PostgreSQL driver psycopg 3")
+    made = []
+
+    def make() -> str:
+        schema = f"wlt_{os.getpid()}_{next(_SCHEMAS)}_{os.urandom(3).hex()}"
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as c:
+            c.execute(f'CREATE SCHEMA "{schema}"')
+        made.append(schema)
+        return _with_params(base, options=f"-csearch_path={schema}", application_name=schema)
+
+    yield make
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as c:
+        for schema in made:
+            # Connections a test left behind (a killed child's) go first, so DROP does not wait on their locks.
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                      "AND pid <> pg_backend_pid()", (schema,))
+            c.execute("SET lock_timeout = '5s'")
+            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+class DB:
+    """Where a test's outbox lives: a sqlite file or a PostgreSQL schema, with a way to read its tables."""
+
+    def __init__(self, kind: str, tmp_path, postgres=None):
+        self.kind = kind
+        self._tmp = tmp_path
+        self._postgres = postgres
+        self._n = 0
+        #: The first target (a path or a postgresql:// URL): ``Outbox(db.target)``.
+        self.target = self.new()
+
+    def new(self) -> str:
+        """Another, empty target of the same kind."""
+        self._n += 1
+        if self.kind == "sqlite":
+            return str(self._tmp / f"outbox-{self._n}.db")
+        return self._postgres()
+
+    def connect(self, target: Optional[str] = None):
+        """A plain DB-API connection to a target (the first by default), autocommit off."""
+        target = target or self.target
+        if self.kind == "sqlite":
+            import sqlite3
+
+            return sqlite3.connect(target, timeout=10)
+        import psycopg
+
+        return psycopg.connect(target, connect_timeout=5)
+
+    def rows(self, sql: str, *args, target: Optional[str] = None) -> list:
+        """Run ``sql`` (``?`` placeholders) on a target and return its rows as tuples."""
+        conn = self.connect(target)
+        try:
+            if self.kind == "postgres":
+                sql = sql.replace("?", "%s")
+                with conn.cursor() as cur:
+                    cur.execute(sql, args or None)
+                    return [tuple(r) for r in cur.fetchall()]
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    """Each test that takes ``db`` runs on sqlite and on PostgreSQL (skipped, visibly, without one)."""
+    if request.param == "postgres":
+        return DB("postgres", tmp_path, request.getfixturevalue("postgres"))
+    return DB("sqlite", tmp_path)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs mounted for the test (a disk that fills up), with ``fill()`` and ``free()``.
+
+    Needs root (CI runs as root); skipped, visibly, otherwise.
+    """
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a full-disk test mounts a small tmpfs: needs root")
+    where = tmp_path / "tiny"
+    where.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", str(where)],
+                         capture_output=True, text=True, timeout=10)
+    if out.returncode != 0:
+        missing(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+
+    class Disk:
+        path = where
+
+        def fill(self) -> None:
+            """Write a filler file until the disk is full."""
+            with open(where / "filler", "ab", buffering=0) as f:
+                for size in (65536, 512):  # then the last few blocks
+                    try:
+                        while True:
+                            f.write(b"\0" * size)
+                    except OSError:
+                        pass
+
+        def free(self) -> None:
+            (where / "filler").unlink()
+
+    try:
+        yield Disk()
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10)
+
+
+def _pg_bindir() -> Optional[str]:
+    """Where initdb and pg_ctl are: $WEBHOOKLITE_TEST_PG_BIN, pg_config --bindir, /usr/lib/postgresql/*/bin."""
+    import glob
+    import shutil
+    import subprocess
+
+    candidates = [os.environ.get("WEBHOOKLITE_TEST_PG_BIN", "")]
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10)
+        candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for d in candidates:
+        if d and os.access(os.path.join(d, "initdb"), os.X_OK) and os.access(os.path.join(d, "pg_ctl"), os.X_OK):
+            return d
+    return None
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL cluster of the test's own (initdb in a temporary directory, another port), which
+    the test may stop, start and restart: never the shared server. As root it runs as ``nobody``.
+
+    Runs where PostgreSQL tests run (``WEBHOOKLITE_TEST_POSTGRES`` set) and the server programs exist.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    need_service("WEBHOOKLITE_TEST_POSTGRES", "needs PostgreSQL")
+    need_module("psycopg", "needs the PostgreSQL driver psycopg 3")
+    bindir = _pg_bindir()
+    if bindir is None:
+        missing("needs PostgreSQL's initdb and pg_ctl for a private cluster (set WEBHOOKLITE_TEST_PG_BIN)")
+    home = tempfile.mkdtemp(prefix="webhooklite-pg-")
+    user = None
+    if os.geteuid() == 0:  # initdb refuses root
+        user = "nobody"
+        shutil.chown(home, user=user)
+        open(os.path.join(home, "server.log"), "w").close()
+        shutil.chown(os.path.join(home, "server.log"), user=user)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    data = os.path.join(home, "data")
+
+    logfile = os.path.join(home, "server.log")
+
+    def pg(*args, timeout=60):
+        # Output to the log file, never to a pipe: a server that pg_ctl starts keeps its stdout open.
+        with open(logfile, "a") as log:
+            out = subprocess.run(list(args), cwd=home, user=user, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {open(logfile).read()[-3000:]}")
+
+    class Cluster:
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+        def start(self):
+            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-l", logfile, "-w", "-t", "30",
+               "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "start")
+
+        def stop(self, mode="fast"):
+            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-m", mode, "-w", "stop")
+
+        def restart(self):
+            pg(os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "fast", "-w", "-t", "30",
+               "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off", "restart")
+
+    cluster = Cluster()
+    try:
+        pg(os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        cluster.start()
+        yield cluster
+    finally:
+        subprocess.run([os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"], cwd=home,
+                       user=user, capture_output=True, timeout=30)
+        shutil.rmtree(home, ignore_errors=True)

@@ -40,6 +40,7 @@ __all__ = [
     "MemoryStore",
     "Outbox",
     "PayloadError",
+    "PostgresStore",
     "Receiver",
     "Response",
     "Retry",
@@ -48,6 +49,7 @@ __all__ = [
     "SignatureError",
     "Signer",
     "Timeout",
+    "StorageError",
     "TimestampError",
     "WebhookError",
     "asend",
@@ -73,4 +75,12 @@ def __getattr__(name: str) -> Any:
         from . import aio
 
         return getattr(aio, name)
+    if name == "PostgresStore":  # imports the PostgreSQL driver when it is built, not before
+        from .pgstore import PostgresStore
+
+        return PostgresStore
+    if name == "StorageError":  # the outbox's and stores' database failures
+        from .backends import StorageError
+
+        return StorageError
     raise AttributeError(f"module 'webhooklite' has no attribute {name!r}")

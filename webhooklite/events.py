@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .errors import PayloadError
 from .headers import Headers, check_header_value
@@ -375,6 +375,21 @@ def is_async(fn: Any) -> bool:
     return bool(getattr(code, "co_flags", 0) & 0x80)  # CO_COROUTINE
 
 
+def matches(patterns: Union[str, Iterable[str]], etype: Optional[str]) -> bool:
+    """Whether an event type matches a pattern, or any of several (the one rule for routing and fan-out).
+
+    Patterns are shell-style (``fnmatch.fnmatchcase``): ``"payment.completed"``, ``"payment.*"``,
+    ``"*"``. An event with no type (None) matches only ``"*"``.
+    """
+    for p in (patterns,) if isinstance(patterns, str) else patterns:
+        if etype is None:
+            if p == "*":
+                return True
+        elif p == etype or (("*" in p or "?" in p or "[" in p) and fnmatch.fnmatchcase(etype, p)):
+            return True
+    return False
+
+
 class Router:
     """Event-type patterns to handlers; every match runs, in registration order.
 
@@ -403,14 +418,7 @@ class Router:
         """The handlers for ``etype``, in registration order."""
         found = self._cache.get(etype)
         if found is None:
-            if etype is None:
-                found = tuple(h for p, _, h in self._routes if p == "*")
-            else:
-                found = tuple(
-                    h
-                    for p, wild, h in self._routes
-                    if (fnmatch.fnmatchcase(etype, p) if wild else etype == p)
-                )
+            found = tuple(h for p, _, h in self._routes if matches(p, etype))
             if len(self._cache) < 4096:  # bounded: types come from untrusted bodies
                 self._cache[etype] = found
         return found

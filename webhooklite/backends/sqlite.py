@@ -1,0 +1,452 @@
+"""The sqlite3 backend: a file on this host, the standard library's driver, and every query it runs.
+
+One file, shared by the processes of one host (WAL mode: not over NFS). Writers take the file's
+write lock up front (``BEGIN IMMEDIATE``), so two processes never claim the same row, and a
+writer waits up to ``BUSY_TIMEOUT`` seconds for another's lock. A commit of the connection that
+``send()`` uses is on disk before it returns (``synchronous=FULL``); the workers' connections use
+NORMAL (a crash of the process loses nothing; of the machine, at most their last outcomes, which
+are then sent again). Idle workers poll: sqlite has no way to wake another process.
+
+Needs SQLite 3.24 (UPSERT) and its JSON1 functions (a list of ids is one parameter: ``json_each``).
+Parameters are named (``:name``); multi-row inserts are written ``VALUES {rows}``.
+"""
+import json
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from . import Backend, StorageError
+
+__all__ = ["SQLiteBackend", "QUERIES", "SCHEMAS", "BUSY_TIMEOUT", "MIN_VERSION"]
+
+#: Seconds a connection waits for another's write lock before giving up.
+BUSY_TIMEOUT = 10.0
+#: The oldest SQLite with what the queries use (UPSERT).
+MIN_VERSION = (3, 24, 0)
+#: The most variables one statement may carry on the oldest SQLite (999), with room to spare.
+_MAX_VARIABLES = 900
+
+_IDS = "(SELECT value FROM json_each(:ids))"
+
+# -- schema --------------------------------------------------------------------------------
+
+#: One row per durable part (outbox, inbox...): the version its tables are at.
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS webhooklite_schema (part TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+
+OUTBOX_VERSION = 2  # 1 was webhooklite 0.1: tables endpoints, messages, deliveries, attempts; PRAGMA user_version = 1
+
+OUTBOX_ENDPOINTS = """
+CREATE TABLE webhooklite_endpoints (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL DEFAULT '',        -- '' is "no tenant"
+    url TEXT NOT NULL,
+    secret TEXT,                             -- JSON: a list of secrets (bytes as {"b64": ...})
+    scheme TEXT NOT NULL,
+    events TEXT NOT NULL,                    -- JSON: a list of patterns
+    headers TEXT NOT NULL,                   -- JSON: an object
+    timeout REAL NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    version INTEGER NOT NULL DEFAULT 1,      -- bumped on every change: workers rebuild their Sender
+    created REAL NOT NULL,
+    UNIQUE (tenant, url)
+)"""
+
+_INDEXES = """
+CREATE INDEX webhooklite_deliveries_due ON webhooklite_deliveries (endpoint_id, next_at) WHERE state = 'pending';
+CREATE INDEX webhooklite_deliveries_keyed ON webhooklite_deliveries (endpoint_id, key, id)
+    WHERE state = 'pending' AND key IS NOT NULL;
+CREATE INDEX webhooklite_deliveries_dead ON webhooklite_deliveries (endpoint_id) WHERE state = 'dead';
+CREATE INDEX webhooklite_deliveries_message ON webhooklite_deliveries (message_id);
+CREATE INDEX webhooklite_attempts_delivery ON webhooklite_attempts (delivery_id);
+"""
+
+OUTBOX_SCHEMA = OUTBOX_ENDPOINTS + """;
+CREATE TABLE webhooklite_messages (
+    id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL,
+    tenant TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE TABLE webhooklite_deliveries (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    endpoint_id INTEGER NOT NULL,
+    state TEXT NOT NULL,                     -- pending, delivered, dead
+    next_at REAL,                            -- due (pending); a claim's lease end while claimed
+    worker TEXT,                             -- the claiming worker's token
+    tries INTEGER NOT NULL DEFAULT 0,        -- attempts on the current schedule
+    attempts INTEGER NOT NULL DEFAULT 0,     -- attempts ever
+    last_status INTEGER,
+    last_error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    key TEXT                                 -- ordering key: one at a time, in id order, per endpoint
+);
+CREATE TABLE webhooklite_attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    status INTEGER,
+    duration REAL NOT NULL,
+    response BLOB,
+    error TEXT,
+    worker TEXT
+);
+""" + _INDEXES
+
+#: A 0.1 file, migrated in place (one transaction): tables renamed, endpoints rebuilt for the
+#: (tenant, url) key, new columns added, old indexes replaced. Its pending messages stay pending.
+#: ``user_version = 2`` makes a 0.1 process refuse the file ("written by a newer webhooklite")
+#: rather than create its old tables again beside the new ones. A new file's user_version is left
+#: alone (0): it may be the application's own database.
+OUTBOX_FROM_0_1 = OUTBOX_ENDPOINTS + """;
+INSERT INTO webhooklite_endpoints (id, tenant, url, secret, scheme, events, headers, timeout, enabled,
+                                   disabled_reason, version, created)
+    SELECT id, '', url, secret, scheme, events, headers, timeout, enabled, disabled_reason, version + 1, created
+    FROM endpoints;
+DROP TABLE endpoints;
+DROP INDEX IF EXISTS deliveries_due;
+DROP INDEX IF EXISTS deliveries_dead;
+DROP INDEX IF EXISTS deliveries_message;
+DROP INDEX IF EXISTS attempts_delivery;
+ALTER TABLE messages RENAME TO webhooklite_messages;
+ALTER TABLE webhooklite_messages ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+ALTER TABLE deliveries RENAME TO webhooklite_deliveries;
+ALTER TABLE webhooklite_deliveries ADD COLUMN key TEXT;
+ALTER TABLE attempts RENAME TO webhooklite_attempts;
+PRAGMA user_version = 2;
+""" + _INDEXES
+
+#: Each durable part's tables: (version, script). An inbox adds its own entry (and its queries below).
+SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA)}
+
+# -- queries -------------------------------------------------------------------------------
+
+_HEAD = (  # not behind an unsettled delivery to the same endpoint with the same ordering key
+    "(d.key IS NULL OR NOT EXISTS ("
+    "SELECT 1 FROM webhooklite_deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.key = d.key "
+    "AND p.state = 'pending' AND p.id < d.id))"
+)
+_CLAIMABLE = "d.state = 'pending' AND d.next_at <= :now AND " + _HEAD  # due, and first in its key
+_DELIVERY = (
+    "SELECT d.id, d.message_id, d.endpoint_id, e.url, m.event, d.state, d.attempts, d.tries, d.next_at, "
+    "d.last_status, d.last_error, d.created, d.updated, m.body, m.tenant, d.key "
+    "FROM webhooklite_deliveries d JOIN webhooklite_messages m ON m.id = d.message_id "
+    "LEFT JOIN webhooklite_endpoints e ON e.id = d.endpoint_id"
+)
+_ENDPOINT = "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created, tenant FROM webhooklite_endpoints"
+_CONFIG = "SELECT id, tenant, url, secret, scheme, events, headers, timeout, enabled FROM webhooklite_endpoints"
+
+QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
+    # -- sending: fan-out at send time, in the sender's transaction
+    "fanout": "SELECT id, events FROM webhooklite_endpoints WHERE tenant = :tenant",
+    "insert_message": (
+        "INSERT INTO webhooklite_messages (id, event, body, tenant, created) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO NOTHING"
+    ),
+    "insert_deliveries": (
+        "INSERT INTO webhooklite_deliveries (message_id, endpoint_id, state, next_at, key, created, updated) "
+        "VALUES {rows}"
+    ),
+
+    # -- the engine: lanes are enabled endpoints; claims carry the worker's token and its lease end
+    "lanes": (
+        "SELECT id, version, url, secret, scheme, headers, timeout FROM webhooklite_endpoints WHERE enabled = 1"
+    ),
+    # When each lane's next claimable delivery is due (not a follower blocked behind its key's head).
+    "first_due": (
+        "SELECT j.value, (SELECT d.next_at FROM webhooklite_deliveries d "
+        f"WHERE d.endpoint_id = j.value AND d.state = 'pending' AND {_HEAD} ORDER BY d.next_at LIMIT 1) "
+        "FROM json_each(:ids) j"
+    ),
+    "claim": (
+        "SELECT d.id, d.message_id, m.event, m.body, d.tries FROM webhooklite_deliveries d "
+        "JOIN webhooklite_messages m ON m.id = d.message_id "
+        f"WHERE d.endpoint_id = :lane AND {_CLAIMABLE} AND EXISTS ("
+        "SELECT 1 FROM webhooklite_endpoints e WHERE e.id = d.endpoint_id AND e.enabled = 1) "
+        "ORDER BY d.next_at, d.id LIMIT :limit"
+    ),
+    "mark_claimed": f"UPDATE webhooklite_deliveries SET worker = :token, next_at = :until WHERE id IN {_IDS}",
+    "held": f"SELECT id, worker, state FROM webhooklite_deliveries WHERE id IN {_IDS}",
+    "renew": (
+        "UPDATE webhooklite_deliveries SET next_at = :until "
+        f"WHERE worker = :token AND state = 'pending' AND id IN {_IDS}"
+    ),
+    "release": (
+        "UPDATE webhooklite_deliveries SET worker = NULL, next_at = :now "
+        f"WHERE worker = :token AND state = 'pending' AND id IN {_IDS}"
+    ),
+    "log_attempts": (
+        "INSERT INTO webhooklite_attempts (delivery_id, at, status, duration, response, error, worker) VALUES {rows}"
+    ),
+    # A success counts whoever holds the claim now (the receiver has it).
+    "delivered": (
+        "UPDATE webhooklite_deliveries SET state = 'delivered', next_at = NULL, worker = NULL, tries = tries + 1, "
+        "attempts = attempts + 1, last_status = :status, last_error = NULL, updated = :now "
+        f"WHERE state <> 'delivered' AND id IN {_IDS}"
+    ),
+    "failed": (
+        "UPDATE webhooklite_deliveries SET attempts = attempts + 1, last_status = :status, last_error = :error, "
+        "updated = :now WHERE id = :id"
+    ),
+    # A failure moves the delivery on only while this worker still owns the claim.
+    "retry_later": (
+        "UPDATE webhooklite_deliveries SET next_at = :due, worker = NULL, tries = :tries "
+        "WHERE id = :id AND worker = :token AND state = 'pending'"
+    ),
+    "give_up": (
+        "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, tries = :tries "
+        "WHERE id = :id AND worker = :token AND state = 'pending'"
+    ),
+    "close_endpoint": (
+        "UPDATE webhooklite_endpoints SET enabled = 0, disabled_reason = :reason, version = version + 1 WHERE id = :id"
+    ),
+    "bury_one": (
+        "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = :now "
+        "WHERE id = :id AND state = 'pending'"
+    ),
+    "bury_endpoint": (
+        "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = :now, "
+        "last_error = :error WHERE endpoint_id = :id AND state = 'pending'"
+    ),
+
+    # -- endpoints
+    "endpoint_config": f"{_CONFIG} WHERE id = :id",
+    "endpoint_find": f"{_CONFIG} WHERE tenant = :tenant AND url = :url",
+    "endpoints_by_url": "SELECT id, tenant FROM webhooklite_endpoints WHERE url = :url ORDER BY id",
+    "endpoint_insert": (
+        "INSERT INTO webhooklite_endpoints (tenant, url, secret, scheme, events, headers, timeout, created) "
+        "VALUES (:tenant, :url, :secret, :scheme, :events, :headers, :timeout, :now)"
+    ),
+    "endpoint_update": (
+        "UPDATE webhooklite_endpoints SET url = :url, secret = :secret, scheme = :scheme, events = :events, "
+        "headers = :headers, timeout = :timeout, version = version + 1 WHERE id = :id"
+    ),
+    "endpoint_disable": (
+        "UPDATE webhooklite_endpoints SET enabled = 0, disabled_reason = :reason, version = version + 1 WHERE id = :id"
+    ),
+    "endpoint_enable": (
+        "UPDATE webhooklite_endpoints SET enabled = 1, disabled_reason = NULL, version = version + 1 WHERE id = :id"
+    ),
+    "endpoints": f"{_ENDPOINT} ORDER BY id",
+    "remove_attempts": (
+        "DELETE FROM webhooklite_attempts WHERE delivery_id IN "
+        "(SELECT id FROM webhooklite_deliveries WHERE endpoint_id = :id)"
+    ),
+    "remove_deliveries": "DELETE FROM webhooklite_deliveries WHERE endpoint_id = :id",
+    "remove_endpoint": "DELETE FROM webhooklite_endpoints WHERE id = :id",
+
+    # -- inspecting: the filters are ANDed after "deliveries"; state is a literal so partial indexes apply
+    "deliveries": _DELIVERY,
+    "where_pending": "d.state = 'pending'",
+    "where_delivered": "d.state = 'delivered'",
+    "where_dead": "d.state = 'dead'",
+    "where_endpoint": "d.endpoint_id = :endpoint",
+    "where_message": "d.message_id = :message",
+    "newest_first": "ORDER BY d.id DESC LIMIT :limit",
+    "delivery": f"{_DELIVERY} WHERE d.id = :id",
+    "attempts": (
+        "SELECT at, status, duration, response, error, worker FROM webhooklite_attempts "
+        "WHERE delivery_id = :id ORDER BY id"
+    ),
+    "retry_check": (
+        "SELECT d.state, e.enabled, e.url FROM webhooklite_deliveries d "
+        "LEFT JOIN webhooklite_endpoints e ON e.id = d.endpoint_id WHERE d.id = :id"
+    ),
+    "retry": (
+        "UPDATE webhooklite_deliveries SET state = 'pending', next_at = :now, worker = NULL, tries = 0, "
+        "updated = :now WHERE id = :id"
+    ),
+    "retry_waiting": (  # a pending one waiting for its next attempt (not claimed): due now, same schedule
+        "UPDATE webhooklite_deliveries SET next_at = :now, updated = :now "
+        "WHERE id = :id AND state = 'pending' AND (worker IS NULL OR next_at < :now)"
+    ),
+    "stats_endpoints": "SELECT id, url, enabled, tenant FROM webhooklite_endpoints ORDER BY id",
+    "stats_counts": "SELECT endpoint_id, state, count(*) FROM webhooklite_deliveries GROUP BY endpoint_id, state",
+    "pending": (
+        "SELECT count(*) FROM webhooklite_deliveries d JOIN webhooklite_endpoints e ON e.id = d.endpoint_id "
+        "WHERE d.state = 'pending' AND e.enabled = 1"
+    ),
+    "any_pending": (
+        "SELECT 1 FROM webhooklite_endpoints e WHERE e.enabled = 1 AND EXISTS ("
+        "SELECT 1 FROM webhooklite_deliveries d WHERE d.endpoint_id = e.id AND d.state = 'pending') LIMIT 1"
+    ),
+    "any_due": (
+        "SELECT 1 FROM webhooklite_endpoints e WHERE e.enabled = 1 AND EXISTS ("
+        f"SELECT 1 FROM webhooklite_deliveries d WHERE d.endpoint_id = e.id AND {_CLAIMABLE}) LIMIT 1"
+    ),
+    "purge_attempts": (
+        "DELETE FROM webhooklite_attempts WHERE delivery_id IN "
+        "(SELECT id FROM webhooklite_deliveries WHERE state = 'delivered' AND updated < :cutoff)"
+    ),
+    "purge_deliveries": "DELETE FROM webhooklite_deliveries WHERE state = 'delivered' AND updated < :cutoff",
+    "orphan_messages": (
+        "DELETE FROM webhooklite_messages WHERE id NOT IN (SELECT message_id FROM webhooklite_deliveries)"
+    ),
+    "orphan_attempts": (  # logged by a worker after its delivery was removed
+        "DELETE FROM webhooklite_attempts WHERE delivery_id NOT IN (SELECT id FROM webhooklite_deliveries)"
+    ),
+}}
+
+
+class SQLiteBackend(Backend):
+    """A sqlite3 file (created readable by its owner only: it holds the endpoints' secrets)."""
+
+    dialect = "sqlite"
+    queries = QUERIES
+
+    def __init__(self, path: str) -> None:
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < MIN_VERSION:
+            raise RuntimeError(
+                f"webhooklite needs SQLite {'.'.join(map(str, MIN_VERSION[:2]))} or newer (for UPSERT); this "
+                f"Python's sqlite3 module runs SQLite {sqlite3.sqlite_version}: use a newer Python, or "
+                "PostgreSQL (a postgresql:// URL)"
+            )
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ValueError("an Outbox lives in a file: give a path such as 'webhooks.db'")
+        self._sqlite3 = sqlite3
+        #: The file.
+        self.path = path
+        self.where = path
+        self._errors = (sqlite3.Error,)
+        if not os.path.exists(path):
+            try:  # Endpoint secrets are stored in the file: only its owner may read it.
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            except OSError as e:
+                raise StorageError(f"{path}: cannot create the file ({e.strerror})") from e
+
+    def connect(self, durable: bool = True) -> Any:
+        from ..store import _open_sqlite
+
+        try:
+            conn = _open_sqlite(self.path, "FULL" if durable else "NORMAL", BUSY_TIMEOUT)
+        except self._errors as e:
+            raise self.error(e) from e
+        try:
+            conn.execute("SELECT count(*) FROM json_each('[1]')")
+        except self._errors as e:
+            conn.close()
+            raise RuntimeError(
+                f"this Python's SQLite {self._sqlite3.sqlite_version} lacks the JSON1 functions webhooklite uses"
+            ) from e
+        return conn
+
+    def execute(self, conn: Any, sql: str, params: Any = ()) -> int:
+        try:
+            return int(conn.execute(sql, params).rowcount)
+        except self._errors as e:
+            raise self.error(e) from e
+
+    def fetchall(self, conn: Any, sql: str, params: Any = ()) -> List[Tuple[Any, ...]]:
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        except self._errors as e:
+            raise self.error(e) from e
+
+    def insert_rows(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # Many rows a statement: each statement is one trip into sqlite (where the GIL is let go and
+        # must be won back from the sending threads), so a batch costs a few trips, not one a row.
+        if not rows:
+            return
+        width = len(rows[0])
+        step = max(1, _MAX_VARIABLES // width)
+        one = "(" + ", ".join("?" * width) + ")"
+        for i in range(0, len(rows), step):
+            chunk = rows[i:i + step]
+            args: List[Any] = []
+            for row in chunk:
+                args.extend(row)
+            self.execute(conn, sql.format(rows=", ".join([one] * len(chunk))), args)
+
+    def insert_new(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Set[Any]:
+        # Inside BEGIN IMMEDIATE nobody else writes: one statement per row and its rowcount say which were new.
+        new: Set[Any] = set()
+        try:
+            for row in rows:
+                if conn.execute(sql, row).rowcount:
+                    new.add(row[0])
+        except self._errors as e:
+            raise self.error(e) from e
+        return new
+
+    def ids(self, values: Iterable[Any]) -> Any:
+        return json.dumps(list(values))
+
+    def begin(self, conn: Any) -> None:
+        self.execute(conn, "BEGIN IMMEDIATE")  # the write lock up front: no upgrade deadlocks
+
+    def ensure_schema(self, conn: Any, part: str) -> None:
+        if part not in SCHEMAS:
+            raise ValueError(f"no schema for {part!r}")
+        want, script = SCHEMAS[part]
+        version = self._version(conn, part)
+        if version == want:
+            return
+        with self.transaction(conn):
+            version = self._version(conn, part)  # again, under the write lock: another process may have done it
+            if version == want:
+                return
+            if version is not None and version > want:
+                raise ValueError(f"{self.path!r} was written by a newer webhooklite ({part} schema {version})")
+            self.execute(conn, SCHEMA_TABLE)
+            if part == "outbox" and self._is_0_1(conn):
+                self._script(conn, OUTBOX_FROM_0_1)
+            elif version is None:
+                self._script(conn, script)
+            self.execute(
+                conn, "INSERT INTO webhooklite_schema (part, version) VALUES (:part, :version) "
+                "ON CONFLICT (part) DO UPDATE SET version = excluded.version",
+                {"part": part, "version": want},
+            )
+
+    def _version(self, conn: Any, part: str) -> Optional[int]:
+        if not self.fetchall(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'webhooklite_schema'"):
+            return None
+        row = self.fetchone(conn, "SELECT version FROM webhooklite_schema WHERE part = :part", {"part": part})
+        return None if row is None else int(row[0])
+
+    def _is_0_1(self, conn: Any) -> bool:
+        names = {r[0] for r in self.fetchall(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        user_version = self.fetchall(conn, "PRAGMA user_version")[0][0]
+        if user_version > 1 and {"deliveries", "messages"} <= names:
+            raise ValueError(f"{self.path!r} was written by a newer webhooklite (schema {user_version})")
+        return user_version == 1 and {"endpoints", "messages", "deliveries", "attempts"} <= names
+
+    def _script(self, conn: Any, script: str) -> None:
+        for statement in script.split(";\n"):
+            if statement.strip():
+                self.execute(conn, statement)
+
+    def adopt(self, conn: Any) -> Any:
+        if not isinstance(conn, self._sqlite3.Connection):
+            raise ValueError(
+                f"conn= is a {type(conn).__module__}.{type(conn).__name__}, but this outbox is the sqlite "
+                f"file {self.path!r}: give a sqlite3 connection to that file"
+            )
+        if getattr(conn, "autocommit", None) is True or (conn.isolation_level is None and not conn.in_transaction):
+            raise ValueError(
+                "conn= is in autocommit mode, so the message would commit on its own: open a transaction "
+                "first (conn.execute('BEGIN IMMEDIATE')), send, then commit it with your own changes"
+            )
+        row = self.fetchone(conn, "PRAGMA database_list")
+        if row is None or not row[2] or not os.path.samefile(row[2], self.path):
+            raise ValueError(f"conn= is a connection to {row[2] if row else '?'!r}, not to the outbox's file {self.path!r}")
+        return conn
+
+    def error(self, exc: BaseException) -> StorageError:
+        text = str(exc)
+        low = text.lower()
+        if "locked" in low or "busy" in low:
+            hint = f"the file is locked: another connection held its write lock for over {BUSY_TIMEOUT:g} s"
+        elif "readonly" in low or "read-only" in low:
+            hint = "the file (or its directory) is read-only"
+        elif "full" in low:
+            hint = "the disk is full"
+        elif "unable to open" in low:
+            hint = "the file cannot be opened"
+        else:
+            hint = "sqlite3 failed"
+        return StorageError(f"{self.path}: {hint} ({text})")
