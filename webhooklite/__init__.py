@@ -37,6 +37,7 @@ __all__ = [
     "DeliveryError",
     "Event",
     "Headers",
+    "Inbox",
     "MemoryStore",
     "Outbox",
     "PayloadError",
@@ -67,6 +68,10 @@ def __getattr__(name: str) -> Any:
         from .outbox import Outbox
 
         return Outbox
+    if name == "Inbox":
+        from .inbox import Inbox
+
+        return Inbox
     if name == "SQLiteStore":
         from .store import SQLiteStore
 

@@ -83,10 +83,14 @@ def _judge(expect: str, status: Optional[int]) -> bool:
 
 
 def _flip(text: str) -> str:
-    """The same signature text with one character changed (still well-formed)."""
+    """The same signature text with one character changed, still well-formed, and different whatever
+    the case: a digit for a digit or a letter ("A" and "a" are one hex digit to a case-blind receiver)."""
     i = len(text) // 2
     c = text[i]
-    return text[:i] + ("A" if c != "A" else "B") + text[i + 1:]
+    new = ("1" if c == "0" else "0") if c.isdigit() or c.lower() in "abcdef" else ("B" if c.upper() == "A" else "A")
+    if new.lower() == c.lower():
+        new = "2"
+    return text[:i] + new + text[i + 1:]
 
 
 def probes(

@@ -23,6 +23,7 @@ log = _lazylog.getLogger("webhooklite")  # logging is imported when first used
 
 _REASONS = {
     200: "OK",
+    202: "Accepted",
     400: "Bad Request",
     401: "Unauthorized",
     404: "Not Found",
@@ -83,6 +84,8 @@ _NOT_FOUND = _error(404, "not found")
 _NOT_POST = _error(405, "method not allowed: webhooks are POSTed", [("Allow", "POST")])
 _BUSY = _error(409, "this message is being handled right now; retry later", [("Retry-After", "1")])
 _HANDLER_FAILED = _error(500, "a handler failed; the sender should retry")
+_ACCEPTED = Response.json(202, {"status": "accepted"})
+_INBOX_DOWN = _error(503, "the delivery could not be stored right now; retry later", [("Retry-After", "5")])
 _BAD_LENGTH = _error(400, "Content-Length is not a number (or its values differ)")
 
 
@@ -98,7 +101,9 @@ class Receiver:
     ``secret`` is a secret or a list of them (newest first); ``None`` accepts
     unsigned requests, for development only. ``path`` limits the receiver to
     one path (others are 404). ``store`` remembers handled message ids
-    (default: in memory, bounded); see ``webhooklite.store``.
+    (default: in memory, bounded); see ``webhooklite.store``. With ``inbox``
+    (a :class:`~webhooklite.Inbox`), a verified delivery is stored durably and
+    answered 202 before any handler runs; the inbox's workers run the handlers.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class Receiver:
         tolerance: float = DEFAULT_TOLERANCE,
         max_body: int = 1_048_576,
         store: Any = None,
+        inbox: Any = None,
         now: Optional[Callable[[], float]] = None,
     ) -> None:
         if path is not None and not path.startswith("/"):
@@ -134,6 +140,10 @@ class Receiver:
         self._router = Router()
         self._counts: Dict[int, int] = {}  # answers by status, for metrics()
         self._counts_lock = threading.Lock()
+        #: The durable inbox, or None: handlers then run inside the request.
+        self.inbox = inbox
+        if inbox is not None:
+            inbox.bind(self)
 
     def __repr__(self) -> str:
         return (
@@ -262,6 +272,13 @@ class Receiver:
         event = event_from(self.scheme, h, body, data, ts, signed_id, signed=self._signer is not None)
         eid = event.id
         handlers = self._router.match(event.type)
+        if self.inbox is not None and handlers:
+            # Stored durably first, answered 202, handled later; a stored id is a duplicate.
+            try:
+                return _ACCEPTED if self.inbox.put(event) else _DUPLICATE
+            except Exception as e:  # the database is down, full, locked: the sender retries later
+                log.error("webhook not stored (503): the inbox failed: %s", e)
+                return _INBOX_DOWN
         if eid is not None:
             state = self.store.begin(eid)
             if state == "done":
@@ -369,6 +386,7 @@ class Receiver:
         """
         from .server import serve
 
+        self._serving(True)  # the server's stop() stops them
         serve(self, host, port, **options)
 
     def start(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
@@ -380,4 +398,14 @@ class Receiver:
 
         server = WebhookServer(self, host, port, **options)
         server.start()
+        self._serving(True)
         return server
+
+    def _serving(self, on: bool) -> None:
+        """A transport starts or stops serving: an inbox's handler threads follow (unless autostart=False)."""
+        inbox = self.inbox
+        if inbox is not None and inbox.autostart:
+            if on:
+                inbox.start()
+            else:
+                inbox.stop()

@@ -257,6 +257,7 @@ class WebhookServer:
             self._stopped.set()
             self._wake_r.close()
             self._wake_w.close()
+            self.receiver._serving(False)  # an inbox's handler threads stop with the server
 
     def _open_connections(self, idle_only: bool) -> int:
         """Shut down the idle connections (all of them unless ``idle_only``); return how many are open."""

@@ -33,6 +33,8 @@ log = logging.getLogger("webhooklite")
 _ERRORS: Tuple[Type[BaseException], ...] = ()
 
 CHANNEL = {"outbox": "webhooklite_outbox"}
+#: The table a part's workers claim from: its schema (namespace) is the payload of the part's notifications.
+_QUEUE_TABLE = {"outbox": "webhooklite_deliveries", "inbox": "webhooklite_inbox"}
 
 OUTBOX_VERSION = 2  # the same numbering as the sqlite tables (1 was 0.1, sqlite only)
 
@@ -495,9 +497,9 @@ class PostgresBackend(Backend):
                             self.execute(conn, statement)
                     self.execute(conn, "INSERT INTO webhooklite_schema (part, version) VALUES (%(part)s, %(v)s)",
                                  {"part": part, "v": want})
-        if part == "outbox":  # notifications carry the schema of the tables, so listeners filter on it
+        if part in _QUEUE_TABLE:  # notifications carry the schema of the tables, so listeners filter on it
             row = self.fetchone(conn, "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                                      "WHERE c.oid = 'webhooklite_deliveries'::regclass")
+                                      f"WHERE c.oid = '{_QUEUE_TABLE[part]}'::regclass")
             self._schema = row[0] if row else None
 
     def _version(self, conn: Any, part: str) -> Optional[int]:
