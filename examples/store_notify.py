@@ -3,6 +3,7 @@
     python3 examples/store_notify.py                   # both halves in one process
     python3 examples/store_notify.py notifier --demo   # terminal 1: wait for orders on :8000
     python3 examples/store_notify.py store --demo      # terminal 2: a customer buys a T-shirt
+    python3 examples/store_notify.py --inbox orders.db # the notifier answers 202 at once, prints after
 
 The store (App A) signs a ``payment.completed`` event and POSTs it; the notifier
 (App B) checks the signature and prints the order.
@@ -14,12 +15,19 @@ without it; ``--demo`` uses the built-in secret instead, which is written
 here for anyone to sign with. With no role, both halves run in this one
 process over a loopback port that is open for a moment: that is the demo
 itself, so the built-in secret is used without ``--demo``.
+
+``--inbox FILE`` gives the notifier a durable inbox (a sqlite file): each signed
+order is stored and answered ``202`` before the notifier's handler runs, and the
+handler runs right after, in the background (or later, after a crash: nothing
+answered 202 is lost). Worth it when handling is slow or must happen exactly once
+per handler; for a one-line print like this one, the plain receiver is enough.
 """
 import argparse
 import os
 import sys
 import threading
 from pathlib import Path
+from typing import Optional
 
 try:
     import webhooklite
@@ -45,9 +53,9 @@ def money(amount: float) -> str:
     return "$" + (text[:-3] if text.endswith(".00") else text)
 
 
-def make_notifier(secret: str) -> webhooklite.Receiver:
-    """App B: the little notification tool."""
-    receiver = webhooklite.Receiver(secret)
+def make_notifier(secret: str, inbox: Optional[str] = None) -> webhooklite.Receiver:
+    """App B: the little notification tool (with a durable inbox when ``inbox`` names a file)."""
+    receiver = webhooklite.Receiver(secret, inbox=webhooklite.Inbox(inbox) if inbox else None)
 
     @receiver.on("payment.completed")
     def new_order(event: webhooklite.Event) -> None:
@@ -75,6 +83,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000, help="notifier port (default 8000)")
     parser.add_argument("--url", default=None, help="where the store sends (default http://127.0.0.1:PORT/)")
     parser.add_argument("--demo", action="store_true", help="use the built-in secret (public: for trying it only)")
+    parser.add_argument("--inbox", metavar="FILE", help="the notifier stores each order in this sqlite file and "
+                        "answers 202 before handling it")
     args = parser.parse_args()
     secret = DEMO_SECRET if args.demo or args.role is None else os.environ.get("WEBHOOK_SECRET", "")
     if not secret:
@@ -85,7 +95,7 @@ def main() -> int:
 
     if args.role == "notifier":
         try:
-            notifier = make_notifier(secret)
+            notifier = make_notifier(secret, args.inbox)
         except ValueError as e:  # a malformed whsec_ secret
             parser.error(f"WEBHOOK_SECRET: {e}")
         print(f"notifier: waiting for orders on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
@@ -99,10 +109,11 @@ def main() -> int:
 
     # Both halves: the notifier on a free port in the background, then one sale.
     notified = threading.Event()
-    receiver = make_notifier(secret)
+    receiver = make_notifier(secret, args.inbox)
     receiver.on("payment.completed", lambda event: notified.set())
     with receiver.start(port=0) as server:
         status = store(server.url, secret)
+        notified.wait(10)  # with an inbox the handler runs after the answer
     return status if notified.is_set() or status else 1
 
 

@@ -339,3 +339,12 @@ def test_fastapi_app_refuses_to_start_without_its_secrets():
         cwd=ROOT, env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=30,
     )
     assert out.returncode != 0 and "set STRIPE_WEBHOOK_SECRET" in out.stderr + out.stdout
+
+
+def test_store_notify_with_an_inbox_answers_202_then_prints_the_order(tmp_path):
+    out = run("examples/store_notify.py", "--inbox", str(tmp_path / "orders.db")).stdout.splitlines()
+    assert out[0].startswith("store: notifier answered 202 in ")
+    assert out[1] == "New order! Item: Blue T-Shirt, $25. Customer: Jane D."
+    inbox = webhooklite.Inbox(str(tmp_path / "orders.db"))
+    assert inbox.stats()["done"] == 1
+    inbox.close()

@@ -118,6 +118,7 @@ SH_TESTS = {
     "Schemes: Stripe and GitHub webhooks": "test_example_commands_in_the_schemes_section",
     "Try it by hand": "test_try_it_by_hand_walk_through",
     "Durable sending (outbox)": "test_worker_process_one_liner",
+    "Receive now, handle later (inbox)": "test_inbox_worker_command",
     "Serving under gunicorn": "test_wsgi_server_commands",
 }
 FRAMEWORKS = ("flask", "django", "fastapi")
@@ -423,6 +424,48 @@ def test_worker_process_one_liner(tmp_path):
     assert code == 0 and "Traceback" not in err, (code, err)
     with webhooklite.Outbox(tmp_path / "webhooks.db") as outbox:
         assert outbox.stats()[1]["delivered"] == 1
+
+
+# -- the inbox's worker process ----------------------------------------------------------------
+
+MYAPP = """
+import os, webhooklite
+receiver = webhooklite.Receiver(os.environ["WEBHOOK_SECRET"], inbox=webhooklite.Inbox("inbox.db", autostart=False))
+
+@receiver.on("payment.completed")
+def thank_you(event):
+    with open("handled.txt", "a") as f:
+        f.write(event["order_id"] + "\\n")
+"""
+
+
+@needs_bash
+def test_inbox_worker_command(tmp_path):
+    (line,) = sh_lines("Receive now, handle later (inbox)")
+    secret = webhooklite.generate_secret()
+    (tmp_path / "myapp.py").write_text(MYAPP)
+    env = dict(SHELL_ENV, WEBHOOK_SECRET=secret)
+    app = subprocess.run([sys.executable, "-c", (
+        "import myapp, webhooklite\n"
+        "with myapp.receiver.start() as server:\n"
+        "    d = webhooklite.send(server.url, 'payment.completed', {'order_id': 'ABC123'}, secret=%r)\n"
+        "    print(d.status)\n" % secret)],
+        cwd=tmp_path, env=dict(env, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"), capture_output=True, text=True, timeout=30)
+    assert app.stdout.split() == ["202"], app.stderr  # stored by the web app, which runs no handler
+    assert not (tmp_path / "handled.txt").exists()
+    worker = subprocess.Popen(["bash", "-c", "exec " + line], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "handled.txt").exists():
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker ran no handler"
+            time.sleep(0.05)
+    finally:
+        code = stop(worker, signal.SIGTERM)
+    out, err = worker.communicate()
+    assert (tmp_path / "handled.txt").read_text() == "ABC123\n"
+    assert code == 0 and "Traceback" not in err, (code, err)
 
 
 # -- gunicorn and waitress ---------------------------------------------------------------------
