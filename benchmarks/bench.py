@@ -55,7 +55,8 @@ RECEIVERS = [
     ("stdlib-bare", "(b) http.server handler, no verification"),
     ("flask", "(c) Flask + standardwebhooks on gunicorn (gthread, 8 threads)"),
     ("fastapi", "(d) FastAPI + standardwebhooks on uvicorn ({uvicorn})"),
-    ("asgi", "(e) webhooklite `receiver.asgi` on the same uvicorn"),
+    ("asgi", "(e) webhooklite `receiver.asgi` on the same uvicorn, sync handler (in a thread)"),
+    ("asgi-async", "(f) webhooklite `receiver.asgi` on the same uvicorn, `async def` handler (on the loop)"),
 ]
 SENDERS = [
     ("webhooklite", "webhooklite `Sender.send()`"),
@@ -539,7 +540,9 @@ def report(args, results: dict) -> str:
         target("Receiver ≥ 1.0x bare http.server (stretch)", "webhooklite", "stdlib-bare", 1.0)
         target("Receiver ≥ 3x Flask + standardwebhooks on gunicorn", "webhooklite", "flask", 3.0)
         target(f"Receiver ≥ 2x FastAPI + standardwebhooks on uvicorn ({uv})", "webhooklite", "fastapi", 2.0)
-        target("receiver.asgi ≥ 1.3x FastAPI's route, both on that uvicorn", "asgi", "fastapi", 1.3)
+        target("receiver.asgi (sync handler) ≥ 1.3x FastAPI's route, both on that uvicorn", "asgi", "fastapi", 1.3)
+        target("receiver.asgi (async def handler) ≥ 1.3x FastAPI's route, both on that uvicorn",
+               "asgi-async", "fastapi", 1.3)
         lines.append("")
 
     if "sender" in results:

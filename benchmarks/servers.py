@@ -6,7 +6,8 @@ KIND is one of:
                  request_queue_size 128): the same HMAC check + timestamp window + json.loads
   stdlib-bare    the same handler without verification (json.loads only): the stdlib limit
   fastapi        FastAPI + standardwebhooks (fastapi_app.py) on uvicorn, 1 worker
-  asgi           webhooklite's receiver.asgi (verification on, the same one handler) on the same uvicorn
+  asgi           webhooklite's receiver.asgi (verification on, the same one sync handler) on the same uvicorn
+  asgi-async     the same with the handler an ``async def`` (awaited on the loop, like FastAPI's route)
 Both uvicorn contenders use uvloop and httptools when they are installed (the asyncio loop and
 h11 otherwise: ``uvicorn_options()`` says which), access log off. The Flask + standardwebhooks contender runs under gunicorn: see flask_app.py.
 
@@ -94,14 +95,19 @@ def run_fastapi(port: int) -> None:
     run_uvicorn(port, fastapi_app.app, lambda: fastapi_app.seen[0])
 
 
-def run_asgi(port: int) -> None:
+def run_asgi(port: int, async_handler: bool) -> None:
     import webhooklite
 
     receiver = webhooklite.Receiver(SECRET)
+    if async_handler:
+        @receiver.on("payment.completed")
+        async def handled_async(event) -> None:
+            seen[0] += 1  # awaited on uvicorn's loop, as FastAPI's async def route runs
 
-    @receiver.on("payment.completed")
-    def handled(event) -> None:
-        seen[0] += 1  # the same one sync handler as the webhooklite contender
+    else:
+        @receiver.on("payment.completed")
+        def handled(event) -> None:
+            seen[0] += 1  # the same one sync handler as the webhooklite contender: run in a thread
 
     run_uvicorn(port, receiver.asgi, lambda: seen[0])
 
@@ -173,8 +179,8 @@ if __name__ == "__main__":
         run_webhooklite(port)
     elif kind == "fastapi":
         run_fastapi(port)
-    elif kind == "asgi":
-        run_asgi(port)
+    elif kind in ("asgi", "asgi-async"):
+        run_asgi(port, async_handler=kind == "asgi-async")
     elif kind in ("stdlib-verify", "stdlib-bare"):
         run_stdlib(port, verify=kind == "stdlib-verify")
     else:
