@@ -57,6 +57,7 @@ RECEIVERS = [
     ("fastapi", "(d) FastAPI + standardwebhooks on uvicorn ({uvicorn})"),
     ("asgi", "(e) webhooklite `receiver.asgi` on the same uvicorn, sync handler (in a thread)"),
     ("asgi-async", "(f) webhooklite `receiver.asgi` on the same uvicorn, `async def` handler (on the loop)"),
+    ("canned", "(g) not a contender: a thread per connection answering each recv() with a canned 200"),
 ]
 SENDERS = [
     ("webhooklite", "webhooklite `Sender.send()`"),

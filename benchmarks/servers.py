@@ -9,7 +9,8 @@ KIND is one of:
   asgi           webhooklite's receiver.asgi (verification on, the same one sync handler) on the same uvicorn
   asgi-async     the same with the handler an ``async def`` (awaited on the loop, like FastAPI's route)
 Both uvicorn contenders use uvloop and httptools when they are installed (the asyncio loop and
-h11 otherwise: ``uvicorn_options()`` says which), access log off. The Flask + standardwebhooks contender runs under gunicorn: see flask_app.py.
+h11 otherwise: ``uvicorn_options()`` says which), access log off.   canned         not a contender: recv() and a canned 200 per request, no parsing (the ceiling)
+The Flask + standardwebhooks contender runs under gunicorn: see flask_app.py.
 
 The secret comes from BENCH_SECRET. On SIGTERM each server stops and, when BENCH_REPORT
 names a file, writes how many events its handler saw (and, for webhooklite, how many
@@ -173,12 +174,46 @@ def run_stdlib(port: int, verify: bool) -> None:
     write_report({})
 
 
+def run_canned(port: int) -> None:
+    """No HTTP at all: a thread per connection, one recv() taken as one request, a canned 200.
+
+    Not a contender: the ceiling of any Python thread-per-connection server on this machine
+    (what is left of webhooklite's time per request beyond it is parsing and the receiver)."""
+    import socket
+
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"status":"ok"}'
+    listener = socket.create_server(("127.0.0.1", port), backlog=128)
+    listener.settimeout(0.5)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+
+    def serve(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            try:
+                while conn.recv(65536):
+                    seen[0] += 1
+                    conn.sendall(answer)
+            except OSError:
+                pass
+
+    while not stopping.is_set():
+        try:
+            conn, _ = listener.accept()
+        except (socket.timeout, InterruptedError):
+            continue
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    write_report({})
+
+
 if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "webhooklite":
         run_webhooklite(port)
     elif kind == "fastapi":
         run_fastapi(port)
+    elif kind == "canned":
+        run_canned(port)
     elif kind in ("asgi", "asgi-async"):
         run_asgi(port, async_handler=kind == "asgi-async")
     elif kind in ("stdlib-verify", "stdlib-bare"):
