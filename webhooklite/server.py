@@ -372,7 +372,11 @@ class WebhookServer:
                 raise _Reject(_error(414, f"the request line is over {limit} bytes"))
             if not line.endswith(b"\n"):
                 raise _Reject(_error(400, "the request ended inside its request line"))
-            parsed = parse_request_line(line.decode("latin-1"))
+            parsed = _REQUEST_LINES.get(line)
+            if parsed is None:
+                parsed = parse_request_line(line.decode("latin-1"))
+                if parsed is not None and len(_REQUEST_LINES) < 64:
+                    _REQUEST_LINES[line] = parsed  # a kept-alive sender repeats its request line
             if parsed is None:
                 raise _Reject(_error(400, "malformed request line"))
             method, target, version = parsed
@@ -386,7 +390,7 @@ class WebhookServer:
             if host is None:
                 if not http10:  # RFC 9112 §3.2: a 1.1 request without Host is 400
                     raise _Reject(_error(400, "an HTTP/1.1 request needs a Host header"))
-            elif not is_host(host):
+            elif host not in _HOSTS and not _valid_host(host):
                 raise _Reject(_error(400, "the Host header is not a valid host[:port]"))
             connection = fields.get("connection")
             if connection is None:
@@ -577,6 +581,20 @@ class WebhookServer:
             if not line.endswith(b"\r\n") or split_field_line(line[:-2].decode("latin-1")) is None:
                 break
         raise _Reject(_error(400, "malformed chunked trailer"))
+
+
+# Request lines and Host values seen valid, up to 64 of each: a sender repeats them on
+# every request, and the grammar's regular expressions are a microsecond each.
+_REQUEST_LINES: Dict[bytes, Tuple[str, str, str]] = {}
+_HOSTS: Dict[str, bool] = {}
+
+
+def _valid_host(host: str) -> bool:
+    if not is_host(host):
+        return False
+    if len(_HOSTS) < 64:
+        _HOSTS[host] = True
+    return True
 
 
 def _malformed(line: bytes) -> str:
