@@ -141,8 +141,16 @@ def write_pool(path: str, n: int) -> None:
         f.writelines(lines)
 
 
+#: --baseline PATH: webhooklite's contenders run a second time from that checkout, in the same rounds.
+BASE = "@base"
+BASELINE = [""]
+
+
 def start_receiver(kind: str, port: int, report: str = "", every: float = 0) -> subprocess.Popen:
     env = dict(ENV, BENCH_REPORT=report, BENCH_REPORT_EVERY=str(every or ""))
+    if kind.endswith(BASE):  # the same contender on another checkout's webhooklite (--baseline)
+        kind = kind[: -len(BASE)]
+        env["PYTHONPATH"] = BASELINE[0] + os.pathsep + os.environ.get("PYTHONPATH", "")
     if kind == "flask":
         gunicorn = os.path.join(os.path.dirname(PYTHON), "gunicorn")
         cmd = [gunicorn, "-k", "gthread", "--threads", "8", "-w", "1", "-b", f"127.0.0.1:{port}",
@@ -208,9 +216,21 @@ def uvicorn_label() -> str:
     return f"1 worker, {o['loop']}, {o['http']}"
 
 
+def baseline_label(path: str) -> str:
+    try:
+        rev = subprocess.run(["git", "-C", path, "log", "-1", "--format=%h %s"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+    except OSError:
+        rev = ""
+    return f"`{path}`" + (f" ({rev[:60]})" if rev else "")
+
+
 def bench_receiver(args, results: dict) -> None:
     kinds = args.receivers.split(",")
-    unknown = set(kinds) - {k for k, _ in RECEIVERS}
+    if args.baseline:
+        BASELINE[0] = os.path.abspath(args.baseline)
+        kinds += [k + BASE for k in kinds if k in ("webhooklite", "asgi", "asgi-async")]
+    unknown = {k for k in kinds if not k.endswith(BASE)} - {k for k, _ in RECEIVERS}
     if unknown or "webhooklite" not in kinds:
         sys.exit(f"--receivers: unknown {sorted(unknown)}; webhooklite is always one (the ratios' numerator)")
     conns_list = (1, 32)
@@ -247,6 +267,8 @@ def bench_receiver(args, results: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     results["receiver"] = runs
     results["receiver_uvicorn"] = uvicorn_label()
+    if args.baseline:
+        results["receiver_baseline"] = baseline_label(args.baseline)
 
 
 # -- sender ------------------------------------------------------------------
@@ -513,6 +535,8 @@ def report(args, results: dict) -> str:
         med = {k: median([r["rate"] for r in v]) for k, v in runs.items()}
         bad = {k: sum(r["other"] + r["dup"] + r["errors"] + r["exhausted"] for r in v) for k, v in runs.items()}
         have = [(k, label) for k, label in RECEIVERS if f"{k}@1" in runs]
+        have += [(k + BASE, label + " — baseline: " + results.get("receiver_baseline", ""))
+                 for k, label in RECEIVERS if f"{k}{BASE}@1" in runs]
         uv = results.get("receiver_uvicorn", "")
         lines += [
             f"**Receiver**: signed {len(BODY_FMT % 0)}-byte JSON events, each with its own webhook-id "
@@ -544,6 +568,8 @@ def report(args, results: dict) -> str:
         target("Receiver ≥ 3x Flask + standardwebhooks on gunicorn", "webhooklite", "flask", 3.0)
         target(f"Receiver ≥ 2x FastAPI + standardwebhooks on uvicorn ({uv})", "webhooklite", "fastapi", 2.0)
         target("receiver.asgi (sync handler) ≥ 1.3x FastAPI's route, both on that uvicorn", "asgi", "fastapi", 1.3)
+        for kind in ("webhooklite", "asgi", "asgi-async"):
+            target(f"{kind} now ÷ {kind} at the baseline (not a target)", kind, kind + BASE, 1.0)
         target("receiver.asgi (async def handler) ≥ 1.3x FastAPI's route, both on that uvicorn",
                "asgi-async", "fastapi", 1.3)
         lines.append("")
@@ -686,6 +712,7 @@ def main() -> None:
     p.add_argument("--only", default="receiver,sender,async,import,memory")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    p.add_argument("--baseline", default="", help="a checkout whose webhooklite runs beside this one's (receiver)")
     p.add_argument("--receivers", default=",".join(k for k, _ in RECEIVERS),
                    help="the receiver contenders, comma-separated (webhooklite always among them)")
     p.add_argument("--pool", type=int, default=200_000, help="pre-signed requests per receiver round")
