@@ -508,7 +508,8 @@ def versions() -> str:
     from importlib.metadata import version, PackageNotFoundError
 
     out = []
-    for pkg in ("requests", "httpx", "httpcore", "anyio", "sniffio", "aiohttp", "flask", "gunicorn", "standardwebhooks"):
+    for pkg in ("requests", "httpx", "httpcore", "anyio", "sniffio", "aiohttp", "flask", "gunicorn", "fastapi", "starlette",
+                "uvicorn", "uvloop", "httptools", "standardwebhooks"):
         try:
             out.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:
