@@ -30,7 +30,7 @@ from conftest import SECRET, signed
 from transports import asgi_scope, run_asgi
 
 WATCH = {"check": webhooklite.Signer.check, "begin": webhooklite.MemoryStore.begin,
-         "sqlite_begin": webhooklite.SQLiteStore.begin}
+         "sqlite_begin": webhooklite.SQLiteStore.begin, "sqlite_commit": webhooklite.SQLiteStore.commit}
 CODES = {fn.__code__: name for name, fn in WATCH.items()}
 seen = []
 
@@ -120,10 +120,22 @@ def test_checks_that_may_take_long_or_block_run_in_a_thread(tmp_path, why, kwarg
     assert ("handler", "loop") in ran  # async handlers stay on the loop
 
 
+def test_with_a_store_that_does_io_async_handlers_stay_on_the_loop_and_the_store_never_runs_there(tmp_path):
+    statuses, ran = where(tmp_path, sync=False, sqlite=True, repeat=True)
+    assert statuses == [200, 200]  # handled, then a duplicate
+    assert ran == {
+        ("check", "webhooklite-asgi"), ("sqlite_begin", "webhooklite-asgi"), ("sqlite_commit", "webhooklite-asgi"),
+        ("handler", "loop"),
+    }
+
+
 def test_with_a_store_that_does_io_and_sync_handlers_the_whole_request_is_one_hop(tmp_path):
     statuses, ran = where(tmp_path, sync=True, sqlite=True)
     assert statuses == [200]
-    assert ran == {("check", "webhooklite-asgi"), ("sqlite_begin", "webhooklite-asgi"), ("handler", "webhooklite-asgi")}
+    assert ran == {
+        ("check", "webhooklite-asgi"), ("sqlite_begin", "webhooklite-asgi"), ("sqlite_commit", "webhooklite-asgi"),
+        ("handler", "webhooklite-asgi"),
+    }
 
 
 def raw(headers, body):

@@ -18,9 +18,10 @@ take microseconds when the signature is an HMAC (not ed25519, about 1 ms
 each in pure Python), the body is small and the dedupe store is the
 in-memory one: then they run on the loop, and a duplicate or a forged
 request is answered without leaving it. Otherwise (a SQLiteStore, a custom
-store, v1a keys, a large body) they run in a worker thread too. So a
-receiver with ``async def`` handlers and the defaults never leaves the
-loop, and one with sync handlers pays one hop to a thread per handler.
+store, v1a keys, a large body) they run in a worker thread too, and so does
+the store's commit after the handlers. So a receiver with ``async def``
+handlers and the defaults never leaves the loop, and one with sync handlers
+pays one hop to a thread per handler.
 The threads are webhooklite's own (at most ``min(32, CPUs + 4)``, as
 ``asyncio.to_thread``'s default pool; each call carries the request task's
 context variables): a hop costs about half of ``to_thread``'s.
@@ -130,7 +131,8 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
     """Signature, body, dedupe and handlers: sync handlers in a worker thread (with this task's
     context variables: tracing, logging), ``async def`` ones awaited here, on the loop; the
     checks before them on the loop when they cannot block (:func:`_admits_on_loop`), else in a thread."""
-    if _admits_on_loop(receiver, body):
+    on_loop = _admits_on_loop(receiver, body)
+    if on_loop:
         admitted = receiver._admit(h, body)
     elif not receiver._router.has_async:
         return await _threads().run(receiver.process, h, body)  # one hop for the whole request
@@ -153,10 +155,15 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
                 failed = True
                 receiver._log_failure(handler, event)
     except BaseException:  # cancelled (the server shut down): the id must not stay busy
-        failed = True
+        if on_loop:
+            receiver._settle(event.id, True)
+        else:
+            _threads().run(receiver._settle, event.id, True)  # runs in its thread, awaited or not
         raise
-    finally:
-        receiver._settle(event.id, failed)  # not awaited: it must run even while being cancelled
+    if on_loop:
+        receiver._settle(event.id, failed)
+    else:
+        await _threads().run(receiver._settle, event.id, failed)  # a store's commit() may block too
     return receiver._count(_HANDLER_FAILED if failed else _OK)
 
 
