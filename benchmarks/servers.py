@@ -5,6 +5,11 @@ KIND is one of:
   stdlib-verify  a hand-written http.server handler (ThreadingHTTPServer, HTTP/1.1 keep-alive,
                  request_queue_size 128): the same HMAC check + timestamp window + json.loads
   stdlib-bare    the same handler without verification (json.loads only): the stdlib limit
+  fastapi        FastAPI + standardwebhooks (fastapi_app.py) on uvicorn, 1 worker
+  asgi           webhooklite's receiver.asgi (verification on, the same one sync handler) on the same uvicorn
+  asgi-async     the same with the handler an ``async def`` (awaited on the loop, like FastAPI's route)
+Both uvicorn contenders use uvloop and httptools when they are installed (the asyncio loop and
+h11 otherwise: ``uvicorn_options()`` says which), access log off.   canned         not a contender: recv() and a canned 200 per request, no parsing (the ceiling)
 The Flask + standardwebhooks contender runs under gunicorn: see flask_app.py.
 
 The secret comes from BENCH_SECRET. On SIGTERM each server stops and, when BENCH_REPORT
@@ -58,6 +63,54 @@ def run_webhooklite(port: int) -> None:
         threading.Thread(target=loop, daemon=True).start()
     receiver.serve("127.0.0.1", port)  # returns on SIGTERM
     write_report(extra())
+
+
+def uvicorn_options() -> dict:
+    """uvicorn's fastest loop and HTTP parser that are installed (the same for every uvicorn contender)."""
+    import importlib.util
+
+    have = lambda name: importlib.util.find_spec(name) is not None  # noqa: E731
+    return {
+        "loop": "uvloop" if have("uvloop") else "asyncio",
+        "http": "httptools" if have("httptools") else "h11",
+    }
+
+
+def run_uvicorn(port: int, app, count) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, workers=1, log_level="warning",
+                            access_log=False, lifespan="off", timeout_graceful_shutdown=2, **uvicorn_options())
+    # uvicorn shuts down on SIGTERM, restores the handler it found and raises the signal again:
+    # a no-op handler lets run() return, so the report below gets written.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.Server(config).run()
+    seen[0] = count()
+    write_report({})
+
+
+def run_fastapi(port: int) -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import fastapi_app
+
+    run_uvicorn(port, fastapi_app.app, lambda: fastapi_app.seen[0])
+
+
+def run_asgi(port: int, async_handler: bool) -> None:
+    import webhooklite
+
+    receiver = webhooklite.Receiver(SECRET)
+    if async_handler:
+        @receiver.on("payment.completed")
+        async def handled_async(event) -> None:
+            seen[0] += 1  # awaited on uvicorn's loop, as FastAPI's async def route runs
+
+    else:
+        @receiver.on("payment.completed")
+        def handled(event) -> None:
+            seen[0] += 1  # the same one sync handler as the webhooklite contender: run in a thread
+
+    run_uvicorn(port, receiver.asgi, lambda: seen[0])
 
 
 def run_stdlib(port: int, verify: bool) -> None:
@@ -121,10 +174,48 @@ def run_stdlib(port: int, verify: bool) -> None:
     write_report({})
 
 
+def run_canned(port: int) -> None:
+    """No HTTP at all: a thread per connection, one recv() taken as one request, a canned 200.
+
+    Not a contender: the ceiling of any Python thread-per-connection server on this machine
+    (what is left of webhooklite's time per request beyond it is parsing and the receiver)."""
+    import socket
+
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"status":"ok"}'
+    listener = socket.create_server(("127.0.0.1", port), backlog=128)
+    listener.settimeout(0.5)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+
+    def serve(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            try:
+                while conn.recv(65536):
+                    seen[0] += 1
+                    conn.sendall(answer)
+            except OSError:
+                pass
+
+    while not stopping.is_set():
+        try:
+            conn, _ = listener.accept()
+        except (socket.timeout, InterruptedError):
+            continue
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    write_report({})
+
+
 if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "webhooklite":
         run_webhooklite(port)
+    elif kind == "fastapi":
+        run_fastapi(port)
+    elif kind == "canned":
+        run_canned(port)
+    elif kind in ("asgi", "asgi-async"):
+        run_asgi(port, async_handler=kind == "asgi-async")
     elif kind in ("stdlib-verify", "stdlib-bare"):
         run_stdlib(port, verify=kind == "stdlib-verify")
     else:

@@ -401,7 +401,10 @@ class Inbox:
         """Run *every* handler again for the events received from ``since`` (to ``until``), e.g. after
         fixing a bug in one; returns how many events. Pending events are left to run as they are."""
         lo, hi = _since(since), _since(until)
-        n = int(self._write(lambda c: self._store.replay(c, float(lo), float("inf") if hi is None else float(hi))))
+        if lo is None:
+            raise ValueError("replay() needs since: Unix seconds or an aware datetime")
+        start, end = float(lo), float("inf") if hi is None else float(hi)
+        n = int(self._write(lambda c: self._store.replay(c, start, end)))
         self._engine.wake()
         return n
 

@@ -53,6 +53,11 @@ _LINGER_BYTES = 64 * 1024 * 1024
 #: Under a full ``max_connections``, a connection idle this long (seconds) waiting for its
 #: next request is closed to make room for one waiting in the listen queue.
 _EVICT_IDLE_AFTER = 0.5
+#: A connection's state is ``[deadline, idle_since]`` (monotonic seconds): its own thread
+#: writes both without a lock (a list item assignment is atomic), and the watchdog, stop()
+#: and the eviction read them. _INF means no deadline (a handler is running) / not idle.
+_DEADLINE, _IDLE_SINCE = 0, 1
+_INF = float("inf")
 
 
 class _Reject(Exception):
@@ -161,9 +166,10 @@ class WebhookServer:
         self._stopping = threading.Event()
         self._stopped = threading.Event()  # stop() has ended: the watchdog ends with it
         self._wake_r, self._wake_w = socket.socketpair()
-        self._conns: Dict[socket.socket, float] = {}  # open connection -> deadline
+        # Open connection -> its state, [deadline, idle_since]; the lock guards the dict's
+        # membership, not the states, which each connection's thread updates on its own.
+        self._conns: Dict[socket.socket, List[float]] = {}
         self._conns_lock = threading.Lock()
-        self._idle: Dict[socket.socket, float] = {}  # connection waiting for its next request -> since
         self._thread: Optional[threading.Thread] = None
         self._watchdog: Optional[threading.Thread] = None
 
@@ -262,11 +268,10 @@ class WebhookServer:
     def _open_connections(self, idle_only: bool) -> int:
         """Shut down the idle connections (all of them unless ``idle_only``); return how many are open."""
         with self._conns_lock:
-            conns = list(self._conns)
-            idle = set(self._idle)
-        for conn in conns:
+            conns = list(self._conns.items())
+        for conn, state in conns:
             # Wakes a connection waiting for a next request; one mid-request may finish first.
-            if not idle_only or conn in idle:
+            if not idle_only or state[_IDLE_SINCE] != _INF:
                 _shutdown(conn)
         return len(conns)
 
@@ -291,7 +296,7 @@ class WebhookServer:
             return
         cutoff = time.monotonic() - min(_EVICT_IDLE_AFTER, self.idle_timeout)
         with self._conns_lock:
-            idle = [c for c, since in self._idle.items() if since < cutoff]
+            idle = [c for c, state in self._conns.items() if state[_IDLE_SINCE] < cutoff]
         for conn in idle:
             _shutdown(conn)
 
@@ -303,7 +308,7 @@ class WebhookServer:
             while not self._stopped.wait(tick):
                 now = time.monotonic()
                 with self._conns_lock:
-                    late = [c for c, deadline in self._conns.items() if deadline < now]
+                    late = [c for c, state in self._conns.items() if state[_DEADLINE] < now]
                 for conn in late:
                     _shutdown(conn)
 
@@ -311,10 +316,6 @@ class WebhookServer:
         self._watchdog.start()
 
     # -- one connection -------------------------------------------------------
-
-    def _deadline(self, conn: socket.socket, seconds: float) -> None:
-        with self._conns_lock:
-            self._conns[conn] = time.monotonic() + seconds
 
     def _serve_connection(self, conn: socket.socket, addr: Any) -> None:
         try:
@@ -324,10 +325,13 @@ class WebhookServer:
             # CPython poll() before each recv and send: two more system calls per request.
             conn.settimeout(None)
             rfile = conn.makefile("rb", buffering=65536)
-            self._deadline(conn, self.idle_timeout)
+            now = time.monotonic()
+            state = [now + self.idle_timeout, now]  # idle: waiting for the first request
+            with self._conns_lock:
+                self._conns[conn] = state
             try:
                 while not self._stopping.is_set():
-                    if not self._one_request(conn, rfile, addr):
+                    if not self._one_request(conn, rfile, addr, state):
                         break
             finally:
                 rfile.close()
@@ -338,26 +342,24 @@ class WebhookServer:
         finally:
             with self._conns_lock:
                 self._conns.pop(conn, None)
-                self._idle.pop(conn, None)
             try:
                 conn.close()
             finally:
                 self._slots.release()
 
-    def _one_request(self, conn: socket.socket, rfile: Any, addr: Any) -> bool:
-        """Read, answer and log one request; return whether to keep the connection."""
-        # Idle: waiting for the first byte of the next request (idle_timeout).
-        self._deadline(conn, self.idle_timeout)
-        with self._conns_lock:
-            self._idle[conn] = time.monotonic()
+    def _one_request(self, conn: socket.socket, rfile: Any, addr: Any, state: List[float]) -> bool:
+        """Read, answer and log one request; return whether to keep the connection.
+
+        ``state`` is the connection's ``[deadline, idle_since]``: on entry it is idle, its
+        deadline idle_timeout from when the last answer (or the connection) began.
+        """
         try:
             if not rfile.peek(1):
                 return False
         finally:
-            with self._conns_lock:
-                self._idle.pop(conn, None)
+            state[_IDLE_SINCE] = _INF
         # Reading: from the first byte to the end of the body (request_timeout).
-        self._deadline(conn, self.request_timeout)
+        state[_DEADLINE] = time.monotonic() + self.request_timeout
         limit = self.max_request_line
         line = rfile.readline(limit + 1)
         while line in (b"\r\n", b"\n"):  # RFC 9112: ignore blank lines before a request
@@ -371,7 +373,11 @@ class WebhookServer:
                 raise _Reject(_error(414, f"the request line is over {limit} bytes"))
             if not line.endswith(b"\n"):
                 raise _Reject(_error(400, "the request ended inside its request line"))
-            parsed = parse_request_line(line.decode("latin-1"))
+            parsed = _REQUEST_LINES.get(line)
+            if parsed is None:
+                parsed = parse_request_line(line.decode("latin-1"))
+                if parsed is not None and len(_REQUEST_LINES) < 64:
+                    _REQUEST_LINES[line] = parsed  # a kept-alive sender repeats its request line
             if parsed is None:
                 raise _Reject(_error(400, "malformed request line"))
             method, target, version = parsed
@@ -380,19 +386,20 @@ class WebhookServer:
                 raise _Reject(_error(505, "this server speaks HTTP/1.1 and HTTP/1.0"))
             http10 = version == "1.0"
             h = self._read_headers(rfile)
-            host = h.get("host")
+            fields = h._d  # lower-case names: plain dict lookups, not Headers.get
+            host = fields.get("host")
             if host is None:
                 if not http10:  # RFC 9112 §3.2: a 1.1 request without Host is 400
                     raise _Reject(_error(400, "an HTTP/1.1 request needs a Host header"))
-            elif not is_host(host):
+            elif host not in _HOSTS and not _valid_host(host):
                 raise _Reject(_error(400, "the Host header is not a valid host[:port]"))
-            connection = h.get("connection")
+            connection = fields.get("connection")
             if connection is None:
                 keep_alive = not http10
             else:
                 options = [o.lower() for o in parse_list(connection)]
                 keep_alive = "close" not in options and (not http10 or "keep-alive" in options)
-            length = self._body_length(h)
+            length = self._body_length(fields)
             if length is None and http10:
                 # RFC 9112 §6.1: Transfer-Encoding in 1.0 is faulty framing; close after answering.
                 keep_alive = False
@@ -403,7 +410,7 @@ class WebhookServer:
                     keep_alive, linger = False, True
             else:
                 # Never a 1xx to an HTTP/1.0 client (RFC 9110 §10.1.1, §15.2).
-                if not http10 and h.get("expect", "").lower() == "100-continue":
+                if not http10 and fields.get("expect", "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 if length is None:
                     body = self._read_chunked(rfile)
@@ -412,8 +419,7 @@ class WebhookServer:
                     if len(body) < length:
                         return False  # the client went away mid-body
                 # Handling: the handlers take what they take; the answer's write has idle_timeout.
-                with self._conns_lock:
-                    self._conns[conn] = float("inf")
+                state[_DEADLINE] = _INF
                 try:
                     response = self.receiver.process(h, body)
                 except Exception:
@@ -424,7 +430,8 @@ class WebhookServer:
             response, keep_alive, linger = r.response, False, True
         if keep_alive and self._stopping.is_set():
             keep_alive = False  # stopping: say so, then close
-        self._deadline(conn, self.idle_timeout)
+        now = time.monotonic()
+        state[_DEADLINE] = now + self.idle_timeout  # the answer's write, then the wait for the next request
         data = _render(response, (_KEEP_10 if http10 else _KEEP) if keep_alive else _CLOSE)
         conn.sendall(data[: len(data) - len(response.body)] if head_only else data)
         if access_log.isEnabledFor(logging.INFO):
@@ -432,10 +439,11 @@ class WebhookServer:
                 '%s "%s %s" %d %d', addr[0], _printable(method), _printable(target), response.status, len(response.body)
             )
         if linger:
-            self._linger(conn, rfile)
+            self._linger(conn, rfile, state)
+        state[_IDLE_SINCE] = now  # answered: idle (stop() may close it) until the next request's first byte
         return keep_alive
 
-    def _linger(self, conn: socket.socket, rfile: Any) -> None:
+    def _linger(self, conn: socket.socket, rfile: Any, state: List[float]) -> None:
         """Half-close, then read and drop what the client is still sending (bounded).
 
         Closing with unread input makes the kernel send a reset, which can destroy
@@ -444,8 +452,8 @@ class WebhookServer:
         try:
             conn.shutdown(socket.SHUT_WR)
             seconds = min(_LINGER_SECONDS, self.request_timeout)
-            self._deadline(conn, seconds)
             end = time.monotonic() + seconds
+            state[_DEADLINE] = end
             left = _LINGER_BYTES
             while left > 0:
                 remaining = end - time.monotonic()
@@ -524,10 +532,10 @@ class WebhookServer:
         rfile.read(end + 4)
         return Headers._from_lower(headers)
 
-    def _body_length(self, h: Headers) -> Optional[int]:
-        """Content-Length as an int; None for a chunked body (RFC 9112 §6)."""
-        te = h.get("transfer-encoding")
-        cl = h.get("content-length")
+    def _body_length(self, fields: Dict[str, str]) -> Optional[int]:
+        """Content-Length as an int; None for a chunked body (RFC 9112 §6). ``fields``: lower-case names."""
+        te = fields.get("transfer-encoding")
+        cl = fields.get("content-length")
         if te is not None:
             if cl is not None:
                 raise _Reject(_error(400, "both Transfer-Encoding and Content-Length"))
@@ -574,6 +582,20 @@ class WebhookServer:
             if not line.endswith(b"\r\n") or split_field_line(line[:-2].decode("latin-1")) is None:
                 break
         raise _Reject(_error(400, "malformed chunked trailer"))
+
+
+# Request lines and Host values seen valid, up to 64 of each: a sender repeats them on
+# every request, and the grammar's regular expressions are a microsecond each.
+_REQUEST_LINES: Dict[bytes, Tuple[str, str, str]] = {}
+_HOSTS: Dict[str, bool] = {}
+
+
+def _valid_host(host: str) -> bool:
+    if not is_host(host):
+        return False
+    if len(_HOSTS) < 64:
+        _HOSTS[host] = True
+    return True
 
 
 def _malformed(line: bytes) -> str:
