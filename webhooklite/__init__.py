@@ -12,7 +12,7 @@
 
     receiver.serve(port=8000)
 """
-from typing import Any
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
@@ -26,9 +26,32 @@ from .errors import (
 from .events import Event
 from .headers import Headers
 from .receiver import Receiver, Response
-from .sender import Delivery, Retry, Sender, Timeout, send
 from .signing import Signer, generate_keypair, generate_secret, sign, verify
 from .store import MemoryStore
+
+# The core modules import nothing from typing at run time: annotations are strings (PEP 563), and
+# what only a type checker needs sits under TYPE_CHECKING, spelled as a plain False so that typing
+# (a few milliseconds of every start-up) is not imported to read it. mypy treats the name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .aio import AsyncSender, asend
+    from .backends import StorageError
+    from .inbox import Inbox
+    from .outbox import Outbox
+    from .pgstore import PostgresStore
+    from .sender import Delivery, Retry, Sender, Timeout, send
+    from .sqlite_store import SQLiteStore
+
+#: Public names loaded on first use (module __getattr__, PEP 562), each with the modules it needs.
+_LAZY = {
+    "Delivery": "sender", "Retry": "sender", "Sender": "sender", "Timeout": "sender", "send": "sender",
+    "AsyncSender": "aio", "asend": "aio",                 # asyncio
+    "Outbox": "outbox", "Inbox": "inbox",                 # sqlite3 or a PostgreSQL driver, threads
+    "SQLiteStore": "sqlite_store",                        # sqlite3
+    "PostgresStore": "pgstore", "StorageError": "backends",
+}
 
 __all__ = [
     "__version__",
@@ -63,29 +86,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # sqlite3 is imported only by those who use the outbox or the shared dedupe store.
-    if name == "Outbox":
-        from .outbox import Outbox
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'webhooklite' has no attribute {name!r}")
+    import importlib
 
-        return Outbox
-    if name == "Inbox":
-        from .inbox import Inbox
-
-        return Inbox
-    if name == "SQLiteStore":
-        from .store import SQLiteStore
-
-        return SQLiteStore
-    if name in ("AsyncSender", "asend"):  # asyncio is imported only by those who send from it
-        from . import aio
-
-        return getattr(aio, name)
-    if name == "PostgresStore":  # imports the PostgreSQL driver when it is built, not before
-        from .pgstore import PostgresStore
-
-        return PostgresStore
-    if name == "StorageError":  # the outbox's and stores' database failures
-        from .backends import StorageError
-
-        return StorageError
-    raise AttributeError(f"module 'webhooklite' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next lookup is an ordinary attribute
+    return value

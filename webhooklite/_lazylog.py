@@ -3,7 +3,11 @@
 logging (with traceback, string, weakref...) is a third of what ``import webhooklite``
 would otherwise load; most programs log nothing from here on the happy path.
 """
-from typing import Any
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["getLogger"]
 

@@ -21,15 +21,22 @@ thread one in ``_connections``). This
 module is loaded by ``import webhooklite`` (Delivery and Retry are public), so
 it imports nothing heavy at the top: no socket, ssl, asyncio or http.client.
 """
+from __future__ import annotations
+
 import datetime
 import math
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from . import __version__, _lazylog
 from .errors import DeliveryError
 from .headers import is_field_value, is_token, parse_uint
-from .signing import SCHEMES, Secret, Signer
+from .signing import SCHEMES, Signer
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+    from .signing import Secret
 
 __all__ = ["Delivery", "Retry", "Timeout", "Target", "RETRY_STATUSES", "RESPONSE_CAP", "judge", "failed",
            "describe", "next_wait", "printable", "STAGGER"]

@@ -21,11 +21,13 @@ exchange runs under one timer for the read budget; connecting (the name
 resolved in a thread, every address 250 ms apart, TLS) under the connect
 budget.
 """
+from __future__ import annotations
+
 import asyncio
 import socket
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from ._response import ProtocolError, ResponseReader
 from ._wire import (
@@ -46,7 +48,10 @@ from ._wire import (
 )
 from .events import encode_event, encode_json
 from .guard import AddressGuard, addresses, guard_for
-from .signing import Secret, new_message_id
+from .signing import new_message_id
+
+if TYPE_CHECKING:
+    from .signing import Secret
 
 __all__ = ["AsyncSender", "asend"]
 

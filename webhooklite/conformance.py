@@ -14,11 +14,16 @@ with the Sender and tests can drive a receiver in-process. "Refused" is any 4xx 
 a receiver that wants another method, or a body limit), since receivers differ on 400,
 401 and 403; "accepted" is any 2xx.
 """
+from __future__ import annotations
+
 import json
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .signing import Secret, Signer, new_message_id
+from .signing import Signer, new_message_id
+
+if TYPE_CHECKING:
+    from .signing import Secret
 
 __all__ = ["Probe", "Result", "probes", "run", "ACCEPT", "REFUSE"]
 

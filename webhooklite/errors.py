@@ -5,10 +5,13 @@
       PayloadError (400)
       DeliveryError (.status, .attempts, .delivery)
 """
-from typing import TYPE_CHECKING, Optional
+from __future__ import annotations
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .sender import Delivery
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from ._wire import Delivery
 
 __all__ = [
     "WebhookError",

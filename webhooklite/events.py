@@ -4,26 +4,30 @@ The envelope a Sender puts on the wire for ``send("payment.completed", data)``::
 
     {"event":"payment.completed", <the caller's fields>, "time":"2026-04-14T08:30:00Z"}
 """
-import datetime
-import enum
-import fnmatch
-import functools
-import json
+from __future__ import annotations
+
 import os
-import re
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
 
 from .errors import PayloadError
 from .headers import Headers, check_header_value
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    import datetime
+    import json
+    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
 __all__ = ["Event", "encode_json", "encode_event", "decode_body", "event_type", "event_id", "event_from", "Router", "utc"]
 
 # -- encoding ----------------------------------------------------------------
-# decimal, uuid and dataclasses are not imported here (`import webhooklite` stays light): a
-# value can only be a Decimal or a UUID once its module is loaded, and a dataclass instance
-# is what dataclasses.is_dataclass() looks for, a class with __dataclass_fields__.
+# json, re, enum, datetime, decimal, uuid and dataclasses are not imported here (`import
+# webhooklite` stays light): json on the first encode or decode, and a value can only be a
+# datetime, Decimal, UUID or Enum once its module is loaded (sys.modules says whether it is);
+# a dataclass instance is what dataclasses.is_dataclass() looks for, a class with
+# __dataclass_fields__.
 
 
 def _is_dataclass_instance(o: Any) -> bool:
@@ -41,40 +45,58 @@ def _iso(value: Any) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-class _Encoder(json.JSONEncoder):
-    """JSON encoder for the types a webhook payload commonly holds."""
-
-    def __init__(self, marker: str) -> None:
-        super().__init__(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        self.marker = marker
-        self.saw_decimal = False
-
-    def default(self, o: Any) -> Any:
-        if isinstance(o, (datetime.datetime, datetime.date, datetime.time)):
-            return _iso(o)
-        decimal = sys.modules.get("decimal")
-        if decimal is not None and isinstance(o, decimal.Decimal):
-            if not o.is_finite():
-                raise ValueError(f"{o} is not a JSON number")
-            # json cannot emit raw number text from default(); mark it, unquote after.
-            self.saw_decimal = True
-            return f"{self.marker}{o}{self.marker}"
-        uuid = sys.modules.get("uuid")
-        if uuid is not None and isinstance(o, uuid.UUID):
-            return str(o)
-        if isinstance(o, enum.Enum):
-            return o.value
-        if _is_dataclass_instance(o):
-            return _asdict(o)
-        if isinstance(o, (set, frozenset, tuple)):
-            return list(o)
-        if isinstance(o, (bytes, bytearray)):
-            raise TypeError("bytes are not JSON; decode them or base64 them first")
-        return super().default(o)
+def _default(encoder: Any, o: Any) -> Any:
+    """The rich encoder's ``default()``: the types a webhook payload commonly holds."""
+    datetime = sys.modules.get("datetime")  # a datetime exists only once its module is loaded
+    if datetime is not None and isinstance(o, (datetime.datetime, datetime.date, datetime.time)):
+        return _iso(o)
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(o, decimal.Decimal):
+        if not o.is_finite():
+            raise ValueError(f"{o} is not a JSON number")
+        # json cannot emit raw number text from default(); mark it, unquote after.
+        encoder.saw_decimal = True
+        return f"{encoder.marker}{o}{encoder.marker}"
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(o, uuid.UUID):
+        return str(o)
+    enum = sys.modules.get("enum")
+    if enum is not None and isinstance(o, enum.Enum):
+        return o.value
+    if _is_dataclass_instance(o):
+        return _asdict(o)
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, (bytes, bytearray)):
+        raise TypeError("bytes are not JSON; decode them or base64 them first")
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
-#: Plain JSON types (the usual payload) need no default(): one shared encoder for them.
-_PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: (json, the plain encoder, the rich encoder's class, the decoder), made on first use.
+_JSON: Any = None
+
+
+def _json() -> Any:
+    global _JSON
+    if _JSON is None:
+        import json
+
+        class Encoder(json.JSONEncoder):
+            """JSON encoder for the types a webhook payload commonly holds (see ``_default``)."""
+
+            def __init__(self, marker: str) -> None:
+                super().__init__(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+                self.marker = marker
+                self.saw_decimal = False
+
+            def default(self, o: Any) -> Any:
+                return _default(self, o)
+
+        # Plain JSON types (the usual payload) need no default(): one shared encoder for them.
+        plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # One decoder for every body: json.loads() with an argument builds a new one per call (3-4 us).
+        _JSON = (json, plain, Encoder, json.JSONDecoder(parse_constant=_no_constant))
+    return _JSON
 
 
 def _check_keys(value: Any, depth: int) -> None:
@@ -108,14 +130,18 @@ def encode_json(value: Any) -> bytes:
     TypeError.
     """
     _check_keys(value, 0)
+    json, plain, rich, _ = _JSON or _json()
     try:
-        return _PLAIN.encode(value).encode("utf-8")
+        text: str = plain.encode(value)
+        return text.encode("utf-8")
     except TypeError:
         pass  # a datetime, Decimal, UUID, dataclass...: the full encoder says what it can do
     marker = "\x00dec" + os.urandom(6).hex() + "\x00"
-    enc = _Encoder(marker)
+    enc = rich(marker)
     text = enc.encode(value)
     if enc.saw_decimal:
+        import re
+
         # json escapes the NUL in the marker as \u0000.
         m = re.escape(json.dumps(marker)[1:-1])
         text = re.sub('"' + m + "(.*?)" + m + '"', r"\1", text)
@@ -207,13 +233,14 @@ def decode_body(body: bytes, content_type: Optional[str] = None) -> Any:
     except UnicodeDecodeError as e:
         raise PayloadError(f"the body is not valid UTF-8 (byte {e.start})") from None
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return (_JSON or _json())[3].decode(text)
     except _NotJSON as e:
         raise PayloadError(f"the body is not valid JSON: {e} is not a JSON value") from None
-    except json.JSONDecodeError as e:
-        raise PayloadError(f"the body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except ValueError as e:  # e.g. an integer over int()'s digit limit (3.11, 3.9.14+)
-        raise PayloadError(f"the body is not valid JSON: {e}") from None
+    except ValueError as e:
+        if hasattr(e, "lineno"):  # a json.JSONDecodeError
+            where = f"{getattr(e, 'msg', e)} at line {getattr(e, 'lineno')} column {getattr(e, 'colno')}"
+            raise PayloadError(f"the body is not valid JSON: {where}") from None
+        raise PayloadError(f"the body is not valid JSON: {e}") from None  # e.g. an int over int()'s digit limit
     except RecursionError:
         # json's C scanner counts its recursion: deep nesting ends here, not in a crash.
         raise PayloadError("the JSON is nested too deeply") from None
@@ -288,6 +315,8 @@ def utc(ts: Optional[int]) -> Optional[datetime.datetime]:
     """A Unix timestamp as an aware UTC datetime (None for None, or one out of range)."""
     if ts is None:
         return None
+    import datetime  # on the first signed delivery, not at `import webhooklite`
+
     try:
         return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
     except (OverflowError, OSError, ValueError):
@@ -309,7 +338,13 @@ def event_from(
     return Event(event_type(headers, data, scheme), eid, utc(timestamp), data, headers, body)
 
 
-class Event(Mapping[str, Any]):
+if TYPE_CHECKING:
+    _EventBase = Mapping[str, Any]
+else:  # the same class, without typing's Any at run time
+    _EventBase = Mapping
+
+
+class Event(_EventBase):
     """One received webhook.
 
     ``event["item"]`` reads the parsed body (``event.data``); ``event.type``,
@@ -363,16 +398,24 @@ class Event(Mapping[str, Any]):
 
 # -- routing -----------------------------------------------------------------
 
-Handler = Callable[[Event], Any]
+if TYPE_CHECKING:
+    Handler = Callable[[Event], Any]
 
 
 def is_async(fn: Any) -> bool:
     """Whether calling ``fn`` makes a coroutine: an ``async def`` function, a partial of one, or an
     object whose ``__call__`` is one (``inspect.iscoroutinefunction`` without importing inspect)."""
-    while isinstance(fn, functools.partial):
+    functools = sys.modules.get("functools")  # a partial exists only once functools is loaded
+    while functools is not None and isinstance(fn, functools.partial):
         fn = fn.func
     code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__call__", None), "__code__", None)
     return bool(getattr(code, "co_flags", 0) & 0x80)  # CO_COROUTINE
+
+
+def _fnmatchcase(name: str, pattern: str) -> bool:
+    from fnmatch import fnmatchcase  # loaded with the first wildcard pattern (routers cache their answers)
+
+    return fnmatchcase(name, pattern)
 
 
 def matches(patterns: Union[str, Iterable[str]], etype: Optional[str]) -> bool:
@@ -385,7 +428,7 @@ def matches(patterns: Union[str, Iterable[str]], etype: Optional[str]) -> bool:
         if etype is None:
             if p == "*":
                 return True
-        elif p == etype or (("*" in p or "?" in p or "[" in p) and fnmatch.fnmatchcase(etype, p)):
+        elif p == etype or (("*" in p or "?" in p or "[" in p) and _fnmatchcase(etype, p)):
             return True
     return False
 

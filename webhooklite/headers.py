@@ -7,8 +7,14 @@ the built-in server, the WSGI and ASGI apps, the Sender and the CLI call
 these functions instead of keeping their own copies. The regular
 expressions are compiled when first used, not at ``import webhooklite``.
 """
-import re
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    import re
+    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 __all__ = [
     "Headers",
@@ -56,7 +62,8 @@ CHUNK_LINE = (
     + r"(?:[ \t]*=[ \t]*(?:" + TOKEN + "|" + QUOTED_STRING + r"))?)*\r\n"
 )
 
-_Match = Callable[[str], Optional["re.Match[str]"]]
+if TYPE_CHECKING:
+    _Match = Callable[[str], Optional["re.Match[str]"]]
 
 
 class _Lazy:
@@ -69,6 +76,8 @@ class _Lazy:
         self.fullmatch: _Match = self._compile
 
     def _compile(self, text: str) -> Optional["re.Match[str]"]:
+        import re  # compiled on first use: `import webhooklite` loads no regular expressions
+
         self.fullmatch = re.compile(self.source).fullmatch
         return self.fullmatch(text)
 

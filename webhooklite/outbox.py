@@ -43,13 +43,15 @@ with multi-row statements. That keeps delivery within reach of a bare Sender. Th
 ``time.time()`` (wall clock): workers in several processes, and on several hosts, compare times
 stored in the database.
 """
+from __future__ import annotations
+
 import json
 import logging
 import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from ._signals import until_stopped
 from .backends import Backend, StorageError, open_backend
@@ -57,8 +59,11 @@ from .engine import Engine, Job, Outcome, _retry_after_cap
 from .events import encode_event
 from .outbox_store import DEAD_STATE, DELIVERED, PENDING, SNIPPET, OutboxStore, dump_secret, load_secret
 from .sender import Retry, Sender
-from .signing import Secret, new_message_id
+from .signing import new_message_id
 from .store import _after_fork_in_child
+
+if TYPE_CHECKING:
+    from .signing import Secret
 
 __all__ = ["Outbox", "Endpoint", "DeliveryRecord", "Attempt", "DEFAULT_SCHEDULE", "StorageError", "SNIPPET"]
 

@@ -12,16 +12,20 @@ Every method takes the connection to run on: the outbox's own, a dispatcher's, o
 transactional send) the caller's. None of them commits: the caller wraps writes in
 ``backend.transaction(conn)``, or its own transaction.
 """
+from __future__ import annotations
+
 import base64
 import json
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .backends import Backend
 from .engine import DEAD, RETRY, Job, Settled
 from .events import matches
-from .signing import Secret
+
+if TYPE_CHECKING:
+    from .signing import Secret
 
 __all__ = ["OutboxStore", "PENDING", "DELIVERED", "DEAD_STATE", "SNIPPET", "dump_secret", "load_secret"]
 

@@ -6,16 +6,22 @@ only move bytes. Checks run in this order: path (404), method (405), size
 (413, before the body is read), signature (401), body (400), duplicate
 (2xx, or 409 while in flight), handlers (500 if one raised).
 """
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from __future__ import annotations
 
-import threading
+from _thread import allocate_lock  # threading.Lock itself, without loading threading at import
 
 from . import _lazylog
 from .errors import PayloadError, SignatureError
 from .events import Event, Router, decode_body, encode_json, event_from
 from .headers import Headers, parse_content_length, parse_list, parse_uint
-from .signing import DEFAULT_TOLERANCE, SCHEMES, Secret, Signer
+from .signing import DEFAULT_TOLERANCE, SCHEMES, Signer
 from .store import MemoryStore
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+    from .signing import Secret
 
 __all__ = ["Receiver", "Response"]
 
@@ -77,16 +83,25 @@ def _error(status: int, message: str, headers: Optional[List[Tuple[str, str]]] =
     return Response.json(status, {"error": message}, headers)
 
 
-_OK = Response.json(200, {"status": "ok"})
-_DUPLICATE = Response.json(200, {"status": "duplicate"})
-_IGNORED = Response.json(200, {"status": "ignored", "reason": "no handler for this event type"})
-_NOT_FOUND = _error(404, "not found")
-_NOT_POST = _error(405, "method not allowed: webhooks are POSTed", [("Allow", "POST")])
-_BUSY = _error(409, "this message is being handled right now; retry later", [("Retry-After", "1")])
-_HANDLER_FAILED = _error(500, "a handler failed; the sender should retry")
-_ACCEPTED = Response.json(202, {"status": "accepted"})
-_INBOX_DOWN = _error(503, "the delivery could not be stored right now; retry later", [("Retry-After", "5")])
-_BAD_LENGTH = _error(400, "Content-Length is not a number (or its values differ)")
+def _fixed(status: int, fields: Dict[str, str], headers: Optional[List[Tuple[str, str]]] = None) -> Response:
+    """A constant answer, its JSON written here: ``import webhooklite`` does not load json."""
+    for text in (*fields, *fields.values()):
+        if not (text.isascii() and text.isprintable()) or '"' in text or "\\" in text:
+            raise ValueError(f"a fixed answer's text needs no JSON escapes: {text!r}")
+    body = "{" + ",".join(f'"{k}":"{v}"' for k, v in fields.items()) + "}"
+    return Response(status, [("Content-Type", "application/json")] + list(headers or ()), body.encode("ascii"))
+
+
+_OK = _fixed(200, {"status": "ok"})
+_DUPLICATE = _fixed(200, {"status": "duplicate"})
+_IGNORED = _fixed(200, {"status": "ignored", "reason": "no handler for this event type"})
+_NOT_FOUND = _fixed(404, {"error": "not found"})
+_NOT_POST = _fixed(405, {"error": "method not allowed: webhooks are POSTed"}, [("Allow", "POST")])
+_BUSY = _fixed(409, {"error": "this message is being handled right now; retry later"}, [("Retry-After", "1")])
+_HANDLER_FAILED = _fixed(500, {"error": "a handler failed; the sender should retry"})
+_ACCEPTED = _fixed(202, {"status": "accepted"})
+_INBOX_DOWN = _fixed(503, {"error": "the delivery could not be stored right now; retry later"}, [("Retry-After", "5")])
+_BAD_LENGTH = _fixed(400, {"error": "Content-Length is not a number (or its values differ)"})
 
 
 def _unsigned_timestamp(h: Headers) -> Optional[int]:
@@ -139,7 +154,7 @@ class Receiver:
             log.warning("Receiver has no secret: it accepts unsigned requests from anyone (development only)")
         self._router = Router()
         self._counts: Dict[int, int] = {}  # answers by status, for metrics()
-        self._counts_lock = threading.Lock()
+        self._counts_lock = allocate_lock()
         #: The durable inbox, or None: handlers then run inside the request.
         self.inbox = inbox
         if inbox is not None:

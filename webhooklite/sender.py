@@ -8,8 +8,9 @@ loaded with the first Sender. (urllib's ``urlopen`` sends ``Connection: close``
 on every request; http.client has no connect budget across addresses and no
 deadline for a whole response.)
 """
+from __future__ import annotations
+
 import time
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
 from ._wire import (
     RESPONSE_CAP,
@@ -26,7 +27,13 @@ from ._wire import (
     parse_retry_after,
 )
 from .events import encode_event, encode_json
-from .signing import Secret, new_message_id
+from .signing import new_message_id
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
+
+    from .signing import Secret
 
 __all__ = ["Sender", "Delivery", "Retry", "Timeout", "RETRY_STATUSES", "RESPONSE_CAP", "send"]
 

@@ -14,19 +14,18 @@ Three schemes, by name:
 A secret may be a list, newest first: signing emits a signature for each
 (where the scheme's header holds one, the newest), verifying accepts any.
 """
-import base64
-import binascii
-import hashlib
-import hmac
-import json
+from __future__ import annotations
+
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import SignatureError, TimestampError
 from .headers import Headers, parse_uint
 
-if TYPE_CHECKING:  # pragma: no cover
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
     from .events import Event
 
 __all__ = [
@@ -46,8 +45,9 @@ SCHEMES = ("standard", "github", "stripe")
 #: Seconds a signature's timestamp may be off, past or future.
 DEFAULT_TOLERANCE = 300
 
-#: One secret, or a list of them (newest first) while keys rotate.
-Secret = Union[str, bytes, Sequence[Union[str, bytes]]]
+if TYPE_CHECKING:
+    #: One secret, or a list of them (newest first) while keys rotate.
+    Secret = Union[str, bytes, Sequence[Union[str, bytes]]]
 
 _MIN_KEY, _MAX_KEY = 24, 64
 #: Signatures looked at in one header (a rotation carries two or three).
@@ -69,17 +69,23 @@ _OTHER_SCHEME_HEADERS = (
 
 def new_message_id() -> str:
     """Return a new random message id, ``"msg_"`` + 22 URL-safe characters."""
+    import base64
+
     return "msg_" + base64.urlsafe_b64encode(os.urandom(16)).decode("ascii").rstrip("=")
 
 
 def generate_secret() -> str:
     """Return a new random secret, ``"whsec_"`` + base64 of 32 random bytes."""
+    import base64
+
     return "whsec_" + base64.b64encode(os.urandom(32)).decode("ascii")
 
 
 def b64decode_key(text: str) -> bytes:
     """A key's base64 text as bytes: standard alphabet, surrounding white space ignored, the
-    padding optional (as people paste keys); anything else raises binascii.Error."""
+    padding optional (as people paste keys); anything else raises binascii.Error (a ValueError)."""
+    import base64
+
     text = text.strip()
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
@@ -114,7 +120,7 @@ def _key(secret: Union[str, bytes], scheme: str) -> bytes:
     prefixed = secret.startswith("whsec_")
     try:
         key = b64decode_key(secret[len("whsec_"):] if prefixed else secret)
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error is one
         hints = [h for h in _secret_hints([secret], scheme) if "no 'whsec_' prefix" not in h]
         raise ValueError(
             ("the 'whsec_' secret is not valid base64 after the prefix" if prefixed else
@@ -183,11 +189,12 @@ def _as_bytes(body: Union[bytes, bytearray, memoryview, str]) -> bytes:
     )
 
 
-#: What a scheme's header parser finds: (timestamp text, signed id, signatures, expected(body)).
-#: And, for v1a (ed25519) signatures, a check of the body against them (None when there are none).
-_Parsed = Tuple[
-    Optional[str], Optional[str], List[bytes], Callable[[bytes], List[bytes]], Optional[Callable[[bytes], bool]]
-]
+if TYPE_CHECKING:
+    #: What a scheme's header parser finds: (timestamp text, signed id, signatures, expected(body)).
+    #: And, for v1a (ed25519) signatures, a check of the body against them (None when there are none).
+    _Parsed = Tuple[
+        Optional[str], Optional[str], List[bytes], Callable[[bytes], List[bytes]], Optional[Callable[[bytes], bool]]
+    ]
 
 
 def _headers(body: Any, headers: Any) -> Headers:
@@ -204,12 +211,39 @@ def _headers(body: Any, headers: Any) -> Headers:
     return Headers(headers)
 
 
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+#: hmac, hashlib and binascii's encoder, imported with the first Signer (``import webhooklite`` stays light).
+_crypto: Any = None
+
+
+def _load_crypto() -> Any:
+    global _crypto
+    if _crypto is None:
+        import binascii
+        import hashlib
+        import hmac
+
+        _crypto = (hmac, hashlib, binascii.b2a_base64)
+    return _crypto
+
+
+def _keyed(key: bytes) -> Any:
+    """An HMAC-SHA256 keyed once: each message then costs a copy (the key's pads are not redone)."""
+    hmac, hashlib, _ = _load_crypto()
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _hmac(mac: Any, data: bytes) -> bytes:
+    """HMAC-SHA256 of ``data`` with a key made ready by :func:`_keyed`."""
+    m = mac.copy()
+    m.update(data)
+    digest: bytes = m.digest()
+    return digest
 
 
 def _b64(digest: bytes) -> bytes:
-    return binascii.b2a_base64(digest, newline=False)  # = base64.b64encode, minus a Python layer
+    b2a: Any = (_crypto or _load_crypto())[2]
+    encoded: bytes = b2a(digest, newline=False)  # = base64.b64encode, minus a Python layer
+    return encoded
 
 
 class Signer:
@@ -259,8 +293,8 @@ class Signer:
             else:
                 key = _key(s, scheme)
                 keys.append(key)
-                order.append(("v1", key))
-        self._keys: Tuple[bytes, ...] = tuple(keys)
+                order.append(("v1", _keyed(key)))
+        self._keys: Tuple[Any, ...] = tuple(_keyed(k) for k in keys)  # keyed HMACs (v1), newest first
         self._signing: Tuple[Tuple[str, Any], ...] = tuple(order)
         self._public: Tuple[bytes, ...] = tuple(public)
         self._hints = _secret_hints([s for s in secrets if not (isinstance(s, str) and s.startswith("wh") and s[2:5] in ("sk_", "pk_"))], scheme)
@@ -398,9 +432,11 @@ class Signer:
             if version == "v1" and value:
                 candidates.append(value.encode("utf-8", "replace"))
             elif version == "v1a" and value and self._public and len(ed_sigs) < _MAX_SIGNATURES:
+                import base64
+
                 try:
                     raw = base64.b64decode(value, validate=True)
-                except (binascii.Error, ValueError):
+                except ValueError:  # binascii.Error is one
                     continue
                 if len(raw) == 64:
                     ed_sigs.append(raw)
@@ -521,7 +557,8 @@ def _matches(expected: List[bytes], candidates: List[bytes]) -> bool:
     first few candidates count: a header with thousands of signatures must not
     buy an unauthenticated caller thousands of HMACs over a large body.
     """
-    return any(hmac.compare_digest(e, c) for c in candidates[:_MAX_SIGNATURES] for e in expected)
+    compare = _load_crypto()[0].compare_digest
+    return any(compare(e, c) for c in candidates[:_MAX_SIGNATURES] for e in expected)
 
 
 def _reserialized_match(
@@ -531,6 +568,8 @@ def _reserialized_match(
     if len(body) > _RESERIALIZE_PROBE_LIMIT:
         return None
     try:
+        import json
+
         value = json.loads(body)
     except (ValueError, RecursionError):
         return None

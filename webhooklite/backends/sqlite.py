@@ -319,7 +319,7 @@ class SQLiteBackend(Backend):
                 raise StorageError(f"{path}: cannot create the file ({e.strerror})") from e
 
     def connect(self, durable: bool = True) -> Any:
-        from ..store import _open_sqlite
+        from ..sqlite_store import _open_sqlite
 
         try:
             conn = _open_sqlite(self.path, "FULL" if durable else "NORMAL", BUSY_TIMEOUT)
