@@ -625,17 +625,21 @@ class Outbox:
         as a WARNING with their count): enable those first. "Died" is when the delivery was last
         changed: its last attempt, or the 410 that buried it.
         """
-        when = _when(since)
-        with self._writing() as c:
-            eid = None if endpoint is None else self._store.endpoint_id(c, endpoint)
-            n, skipped = self._store.recover(c, when, eid)
-            if n:
-                self._store.notify(c)
+        n, skipped = self._recover(_when(since), endpoint)
         for eid, left in sorted(skipped.items()):
             log.warning("outbox: recover() left %d dead delivery(ies) of disabled endpoint %s: enable it first",
                         left, eid)
-        self._engine.wake()
         return n
+
+    def _recover(self, since: float, endpoint: Union[int, str, None]) -> Tuple[int, Dict[int, int]]:
+        """recover(), and what it left: {endpoint id: dead deliveries left} (the CLI says so)."""
+        with self._writing() as c:
+            eid = None if endpoint is None else self._store.endpoint_id(c, endpoint)
+            n, skipped = self._store.recover(c, since, eid)
+            if n:
+                self._store.notify(c)
+        self._engine.wake()
+        return n, skipped
 
     def stats(self) -> Dict[int, Dict[str, Any]]:
         """Per endpoint id, what a status page shows:

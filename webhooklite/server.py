@@ -449,7 +449,8 @@ class WebhookServer:
             return None
         from .metrics import answer
 
-        return answer(self.receiver, method)
+        response: Response = answer(self.receiver, method)
+        return response
 
     def _linger(self, conn: socket.socket, rfile: Any) -> None:
         """Half-close, then read and drop what the client is still sending (bounded).

@@ -577,6 +577,11 @@ class PostgresBackend(Backend):
             if statement.strip():
                 self.execute(conn, statement)
 
+    def parts(self, conn: Any) -> Dict[str, int]:
+        if self.fetchone(conn, "SELECT to_regclass('webhooklite_schema')")[0] is None:  # type: ignore[index]
+            return {}
+        return {str(p): int(v) for p, v in self.fetchall(conn, "SELECT part, version FROM webhooklite_schema")}
+
     def _version(self, conn: Any, part: str) -> Optional[int]:
         if self.fetchone(conn, "SELECT to_regclass('webhooklite_schema')")[0] is None:  # type: ignore[index]
             return None

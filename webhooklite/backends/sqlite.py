@@ -483,6 +483,14 @@ class SQLiteBackend(Backend):
                 {"part": part, "version": want},
             )
 
+    def parts(self, conn: Any) -> Dict[str, int]:
+        names = {r[0] for r in self.fetchall(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "webhooklite_schema" in names:
+            return {str(p): int(v) for p, v in self.fetchall(conn, "SELECT part, version FROM webhooklite_schema")}
+        if self.fetchall(conn, "PRAGMA user_version")[0][0] == 1 and {"endpoints", "deliveries"} <= names:
+            return {"outbox": 1}  # a 0.1 file: opening it as an Outbox migrates it
+        return {}
+
     def _version(self, conn: Any, part: str) -> Optional[int]:
         if not self.fetchall(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'webhooklite_schema'"):
             return None
