@@ -200,8 +200,8 @@ class OutboxStore:
             if row is None:
                 continue
             since = float(row[0])
-            reason = (f"every attempt failed for {_span(now - since)} (since {_utc(since)}): "
-                      f"disabled after disable_after={self.disable_after:g} s")
+            reason = (f"every attempt failed for {_span(now - since)} since {_utc(since)} "
+                      f"(disable_after={self.disable_after:g} s)")
             if b.execute(conn, q["health_disable"], dict(args, reason=reason)):
                 log.warning("outbox: endpoint %s disabled: %s", lane, reason)
                 later[-1].report.append((DISABLED, lane, reason))
