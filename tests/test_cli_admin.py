@@ -325,3 +325,16 @@ def test_tables_are_coloured_on_a_terminal_unless_no_color(tmp_path, server, no_
         proc.stderr.close()
     assert b"500 Internal Server Error" in got
     assert (b"\x1b[31m" in got) is not no_color, got
+
+
+def test_one_duration_helper_reads_what_an_operator_types():
+    import argparse
+
+    from webhooklite.cli.admin import duration, span
+
+    assert [duration(t) for t in ("90s", "30m", "2h", "7d", "1w", "1h30m", "90", "0.5", "1.5h")] == [
+        90, 1800, 7200, 604800, 604800, 5400, 90, 0.5, 5400]
+    for bad in ("", "2x", "h", "-1h", "1 h", "2hours"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+            duration(bad)
+    assert [span(s) for s in (604800, 86400 * 3, 7200, 5400, 90, 0.5)] == ["1w", "3d", "2h", "90m", "90s", "0.5s"]

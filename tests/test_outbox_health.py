@@ -356,3 +356,19 @@ def test_a_version_2_database_is_migrated_in_place_and_keeps_its_messages(server
         assert outbox.endpoints()[0].last_success is None
         assert outbox.drain(timeout=10)
         assert server.ids("/ok") == ["msg_v2"] and outbox.stats()[1]["last_success"] is not None
+
+
+def test_what_a_status_page_reads_pages_of_one_endpoints_deliveries_and_their_attempts(server, db):
+    with webhooklite.Outbox(db.target, schedule=(0,)) as outbox:
+        ok = outbox.add_endpoint(server.base + "/ok")
+        ids = outbox.send_many([("x", {"n": i}) for i in range(5)])
+        assert outbox.drain(timeout=10)
+        first = outbox.deliveries(endpoint=ok, limit=2)
+        second = outbox.deliveries(endpoint=ok, limit=2, before=first[-1].id)
+        rest = outbox.deliveries(endpoint=ok, limit=2, before=second[-1].id)
+        assert [d.message_id for d in first + second + rest] == ids[::-1]
+        assert outbox.deliveries(endpoint=ok, before=rest[-1].id) == []
+        (attempt,) = outbox.attempts(first[0].id)
+        assert attempt.status == 200 and attempt.response == b'{"answer":"from the test server"}'
+        endpoint = outbox.endpoints()[0]
+        assert endpoint.failing_since is None and time.time() - 60 < endpoint.last_success <= time.time()
