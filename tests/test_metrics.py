@@ -1,6 +1,8 @@
 """Metrics in Prometheus' text format: the receiver's requests by status."""
 import re
 
+import pytest
+
 import webhooklite
 from conftest import SECRET, signed
 from webhooklite.metrics import Counter, Histogram, render
@@ -47,3 +49,59 @@ def test_histogram_buckets_are_cumulative_and_labels_escaped():
     assert samples["webhooklite_x_seconds_count{%s}" % label] == 4
     assert samples["webhooklite_x_seconds_sum{%s}" % label] == 8.05
     assert samples["webhooklite_y_total"] == 1
+
+
+# -- /metrics on the built-in server (issue 14) ------------------------------------------------
+
+
+def get(server, path, method="GET", conn=None):
+    import http.client
+
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(server.host, server.port, timeout=5)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type"), resp.read()
+    finally:
+        if own:
+            conn.close()
+
+
+def test_the_server_answers_get_on_metrics_path_with_the_receivers_and_its_inboxs_metrics(tmp_path):
+    import http.client
+
+    inbox = webhooklite.Inbox(str(tmp_path / "inbox.db"), schedule=(0,))
+    receiver = webhooklite.Receiver(SECRET, path="/hooks", inbox=inbox)
+    receiver.on("payment.*", lambda e: None)
+    with receiver.start(metrics_path="/metrics") as server:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        try:
+            for _ in range(2):  # a scrape and deliveries on one kept-alive connection
+                conn.request("POST", "/hooks", *reversed(signed()))
+                answer = conn.getresponse()
+                assert (answer.status, answer.read()) == (202, b'{"status":"accepted"}')
+            status, ctype, body = get(server, "/metrics?since=now", conn=conn)
+        finally:
+            conn.close()
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4"), (status, ctype)
+        samples = parse(body.decode())
+        assert samples['webhooklite_receiver_requests_total{status="202"}'] == 2  # scrapes are not counted
+        assert inbox.drain(timeout=10)
+        samples = parse(get(server, "/metrics")[2].decode())
+        assert samples['webhooklite_inbox_events{state="done"}'] == 2
+        assert any(k.startswith("webhooklite_inbox_handler_runs_total") for k in samples)
+        assert get(server, "/metrics", "HEAD")[::2] == (200, b"")
+        status, _, body = get(server, "/metrics", "POST")
+        assert status == 405 and b"GET" in body
+        assert get(server, "/other")[0] == 404  # every other path is the receiver's, as before
+    inbox.close()
+
+
+def test_without_metrics_path_there_is_no_metrics_page_and_a_bad_one_is_refused():
+    receiver = webhooklite.Receiver(SECRET)
+    with receiver.start() as server:
+        assert get(server, "/metrics")[0] == 405  # the receiver's own answer to a GET
+    for bad in ("metrics", "/hooks"):
+        with pytest.raises(ValueError, match="metrics_path"):
+            webhooklite.Receiver(SECRET, path="/hooks").start(metrics_path=bad)

@@ -186,10 +186,11 @@ def test_batch_rolls_back_when_commit_fails(raw, db):
         assert {d.event for d in outbox.deliveries()} == {"before", "after"}  # nothing of the batch
 
 
-def test_sqlite_older_than_3_24_is_refused_with_a_clear_error(tmp_path):
+def test_sqlite_older_than_3_25_is_refused_with_a_clear_error(tmp_path):
+    # 3.24 for UPSERT; 3.25 since issue 14, for the window functions of stats()' percentiles.
     code = (
         "import sqlite3, sys, webhooklite\n"
-        "sqlite3.sqlite_version_info, sqlite3.sqlite_version = (3, 23, 1), '3.23.1'\n"
+        "sqlite3.sqlite_version_info, sqlite3.sqlite_version = (3, 24, 0), '3.24.0'\n"
         "try:\n"
         "    webhooklite.Outbox(sys.argv[1])\n"
         "except RuntimeError as e:\n"
@@ -197,7 +198,7 @@ def test_sqlite_older_than_3_24_is_refused_with_a_clear_error(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o.db")], capture_output=True, text=True,
                          timeout=30, env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parent.parent)})
-    assert "needs SQLite 3.24 or newer" in out.stdout and "3.23.1" in out.stdout, out.stderr
+    assert "needs SQLite 3.25 or newer" in out.stdout and "3.24.0" in out.stdout, out.stderr
 
 
 # -- 18: a second worker process shares the backlog from the start -------------------------------

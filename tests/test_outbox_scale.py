@@ -51,7 +51,7 @@ def test_a_0_1_file_migrates_in_place_and_delivers_its_pending_messages(raw, tmp
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"webhooklite_schema", "webhooklite_endpoints", "webhooklite_messages",
                           "webhooklite_deliveries", "webhooklite_attempts"}
-        assert c.execute("SELECT part, version FROM webhooklite_schema").fetchall() == [("outbox", 2)]
+        assert c.execute("SELECT part, version FROM webhooklite_schema").fetchall() == [("outbox", 3)]
         assert c.execute("PRAGMA user_version").fetchone() == (2,)  # a 0.1 process now refuses the file
         c.close()
         eps = {e.url.rsplit("/", 1)[1]: e for e in outbox.endpoints()}

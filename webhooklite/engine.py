@@ -114,7 +114,7 @@ class Outcome:
 class Settled:
     """An outcome with the engine's verdict on it, as a queue's ``settle`` gets it."""
 
-    __slots__ = ("job", "outcome", "started", "verdict", "due", "tries")
+    __slots__ = ("job", "outcome", "started", "verdict", "due", "tries", "report")
 
     def __init__(self, job: Job, outcome: Outcome, started: float, verdict: str, due: Optional[float], tries: int) -> None:
         self.job, self.outcome, self.started = job, outcome, started
@@ -124,6 +124,9 @@ class Settled:
         self.due = due
         #: Attempts made, this one included.
         self.tries = tries
+        #: What the queue's ``settle`` noted for the ``on_settled`` hook, which sees it once the round
+        #: is committed (the outbox: the deliveries this outcome made dead, the lane it disabled).
+        self.report: List[Any] = []
 
 
 class Queue(Protocol):

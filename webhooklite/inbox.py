@@ -390,12 +390,14 @@ class Inbox:
             raise KeyError(f"no event {event_id!r} in this inbox")
         return found  # type: ignore[no-any-return]
 
-    def retry(self, event_id: Union[int, str]) -> None:
+    def retry(self, event_id: Union[int, str]) -> bool:
         """Run a dead (or done) event's handlers again now, with a fresh schedule: those that
-        succeeded before stay done (only the failed ones run). A pending event is left as it is."""
+        succeeded before stay done (only the failed ones run). A pending event is left as it is
+        (False). KeyError when there is no such event."""
         eid = self.event(event_id).id
-        self._write(lambda c: self._store.retry(c, eid))
+        changed = bool(self._write(lambda c: self._store.retry(c, eid)))
         self._engine.wake()
+        return changed
 
     def replay(self, since: Union[float, datetime.datetime], until: Union[float, datetime.datetime, None] = None) -> int:
         """Run *every* handler again for the events received from ``since`` (to ``until``), e.g. after

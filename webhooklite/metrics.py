@@ -1,4 +1,4 @@
-"""Prometheus text-format metrics, with no client library: counters and histograms.
+"""Prometheus text-format metrics, with no client library: counters, gauges and histograms.
 
     requests = Counter("webhooklite_receiver_requests_total", "Requests answered, by status.", ("status",))
     requests.inc("200")
@@ -12,13 +12,19 @@ The format is Prometheus' text exposition format 0.0.4 (what every scraper reads
 one ``# HELP`` and ``# TYPE`` line per family, then one sample per line, label values
 escaped (backslash, double quote, newline). Counting takes a lock (a ``+=`` on a dict is
 not atomic across threads); it costs well under a microsecond.
+
+Who exposes what: ``Receiver.metrics()`` (requests by status), ``Inbox.metrics()`` (handler runs,
+stored events), ``Outbox.metrics()`` (attempts, their durations, pending and dead deliveries,
+disabled endpoints); ``receiver.serve(metrics_path="/metrics")`` answers a scrape with
+:func:`answer`.
 """
 import bisect
 import math
 import threading
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+import logging
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["Counter", "Histogram", "Gauge", "render", "CONTENT_TYPE", "DURATION_BUCKETS"]
+__all__ = ["Counter", "Histogram", "Gauge", "render", "answer", "CONTENT_TYPE", "DURATION_BUCKETS"]
 
 #: The Content-Type of the text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -142,3 +148,24 @@ def render(families: Iterable[_Family], extra: Optional[Iterable[str]] = None) -
         lines.extend(family.lines())
     lines.extend(extra or ())
     return "\n".join(lines) + "\n"
+
+
+def answer(receiver: Any, method: str) -> Any:
+    """The built-in server's answer to a scrape: ``receiver.metrics()``, and its inbox's when it has one.
+
+    GET (or HEAD) only: other methods are 405. When the inbox's database cannot be read the answer
+    is 503, so the scrape shows as failed rather than as a partial page.
+    """
+    from .receiver import Response, _error
+
+    if method not in ("GET", "HEAD"):
+        return _error(405, "method not allowed: the metrics are read with GET", [("Allow", "GET, HEAD")])
+    text = receiver.metrics()
+    inbox = getattr(receiver, "inbox", None)
+    if inbox is not None:
+        try:
+            text += inbox.metrics()
+        except Exception as exc:  # the database: say so, keep serving
+            logging.getLogger("webhooklite").warning("metrics: the inbox's database cannot be read (%s)", exc)
+            return _error(503, "the inbox's database cannot be read; try again")
+    return Response(200, [("Content-Type", CONTENT_TYPE)], text.encode("utf-8"))

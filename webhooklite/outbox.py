@@ -37,27 +37,39 @@ How it stays correct (read this before changing the SQL; it holds on both databa
   swapped-out VM) or hosts whose clocks disagree by more than about two thirds of the lease lose
   claims the same way: "never twice at once" holds while workers renew and clocks agree (NTP).
 
+- Endpoint health: each endpoint row keeps its last success and the start of its failing streak
+  (the first failed attempt since), written with the outcomes. An endpoint whose every attempt
+  failed for ``disable_after`` seconds is disabled by a conditional UPDATE (``... AND enabled``):
+  whichever process gets there first records it, once, and only that process calls
+  ``on_disabled``. Its deliveries wait, as for any disabled endpoint.
+
 Threads: ``workers`` threads only send (no database); one dispatcher thread per process does
 every write of the workers, in batches: outcomes recorded and claims topped up in one transaction,
-with multi-row statements. That keeps delivery within reach of a bare Sender. The clock is
-``time.time()`` (wall clock): workers in several processes, and on several hosts, compare times
-stored in the database.
+with multi-row statements. That keeps delivery within reach of a bare Sender. The callbacks run
+on a thread of their own (``_callbacks.py``), fed by the dispatcher after each commit. The clock
+is ``time.time()`` (wall clock): workers in several processes, and on several hosts, compare
+times stored in the database.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
+from ._callbacks import CallbackThread
 from ._signals import until_stopped
 from .backends import Backend, StorageError, open_backend
-from .engine import Engine, Job, Outcome, _retry_after_cap
+from .engine import DEAD, DONE, Engine, Job, Outcome, Settled, _retry_after_cap
 from .events import encode_event
-from .outbox_store import DEAD_STATE, DELIVERED, PENDING, SNIPPET, OutboxStore, dump_secret, load_secret
+from .metrics import DURATION_BUCKETS, Counter, Gauge, Histogram, render
+from .outbox_store import (
+    DEAD_STATE, DELIVERED, DIED, DISABLED, PENDING, SNIPPET, OutboxStore, dump_secret, load_secret,
+)
 from .sender import Retry, Sender
 from .signing import new_message_id
 from .store import _after_fork_in_child
@@ -65,12 +77,15 @@ from .store import _after_fork_in_child
 if TYPE_CHECKING:
     from .signing import Secret
 
-__all__ = ["Outbox", "Endpoint", "DeliveryRecord", "Attempt", "DEFAULT_SCHEDULE", "StorageError", "SNIPPET"]
+__all__ = ["Outbox", "Endpoint", "DeliveryRecord", "Attempt", "DEFAULT_SCHEDULE", "DISABLE_AFTER", "StorageError",
+           "SNIPPET"]
 
 log = logging.getLogger("webhooklite")
 
 #: The Standard Webhooks retry schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 DEFAULT_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+#: An endpoint failing on every attempt for this long is disabled (Svix's five days).
+DISABLE_AFTER = 5 * 86400.0
 #: What update_endpoint() may change.
 _CHANGEABLE = ("url", "secret", "events", "scheme", "headers", "timeout")
 _UNSET: Any = object()
@@ -80,10 +95,10 @@ class Endpoint:
     """An endpoint as stored in the outbox (its secret is kept but not shown)."""
 
     __slots__ = ("id", "url", "events", "scheme", "headers", "timeout", "enabled", "disabled_reason", "created",
-                 "tenant")
+                 "tenant", "last_success", "failing_since")
 
     def __init__(self, row: Tuple[Any, ...]) -> None:
-        id, url, events, scheme, headers, timeout, enabled, reason, created, tenant = row
+        id, url, events, scheme, headers, timeout, enabled, reason, created, tenant, last_success, failing = row
         #: The endpoint's id in the outbox.
         self.id: int = id
         #: Where its deliveries are POSTed.
@@ -96,7 +111,8 @@ class Endpoint:
         self.headers: Dict[str, str] = json.loads(headers)
         #: Seconds one attempt may take.
         self.timeout: float = timeout
-        #: False once disabled (by hand, or by a 410 Gone answer): its deliveries then wait.
+        #: False once disabled (by hand, by a 410 Gone answer, or after ``disable_after`` of failures):
+        #: its deliveries then wait.
         self.enabled: bool = bool(enabled)
         #: Why it was disabled, or None.
         self.disabled_reason: Optional[str] = reason
@@ -104,6 +120,10 @@ class Endpoint:
         self.created: float = created
         #: Its tenant, or None.
         self.tenant: Optional[str] = tenant or None
+        #: When its newest successful attempt started (unix seconds), or None.
+        self.last_success: Optional[float] = last_success
+        #: When its current run of failures began (the first failed attempt since the last success), or None.
+        self.failing_since: Optional[float] = failing
 
     def __repr__(self) -> str:
         state = "enabled" if self.enabled else f"disabled: {self.disabled_reason}"
@@ -150,6 +170,17 @@ class Attempt:
         return f"<Attempt status={self.status} {self.duration * 1000:.1f} ms error={self.error!r}>"
 
 
+def _when(since: Union[float, datetime.datetime]) -> float:
+    """Unix seconds from seconds or an aware datetime."""
+    if isinstance(since, datetime.datetime):
+        if since.tzinfo is None:
+            raise ValueError("give an aware datetime (with tzinfo) or unix seconds")
+        return since.timestamp()
+    if isinstance(since, bool) or not isinstance(since, (int, float)):
+        raise TypeError("since is unix seconds or an aware datetime")
+    return float(since)
+
+
 def _tenant(tenant: Optional[str]) -> str:
     """A tenant as stored: '' is "no tenant"."""
     if tenant is None:
@@ -190,6 +221,13 @@ class Outbox:
     often an idle worker looks for work sent by other processes (on PostgreSQL a send also wakes
     it at once). ``block_private=True`` (with ``allow_networks``) turns on the Sender's SSRF guard
     for every endpoint: use it when users type in the endpoint URLs.
+
+    ``disable_after`` (five days; None: never) disables an endpoint whose every attempt failed for
+    that long, with no success between; its deliveries wait until it is enabled again.
+    ``on_disabled(endpoint, reason)`` is called when an endpoint is disabled by a 410 Gone or by
+    ``disable_after``, and ``on_dead(delivery)`` when a delivery dies (its last attempt failed, or
+    its endpoint answered 410): each once, by the process that recorded it, from a thread of its
+    own. An exception in one is logged; nothing is lost (see ``_callbacks.py``).
     """
 
     def __init__(
@@ -206,6 +244,9 @@ class Outbox:
         jitter: float = 0.2,
         block_private: bool = False,
         allow_networks: Iterable[str] = (),
+        disable_after: Optional[float] = DISABLE_AFTER,
+        on_disabled: Optional[Callable[[Endpoint, str], Any]] = None,
+        on_dead: Optional[Callable[[DeliveryRecord], Any]] = None,
     ) -> None:
         schedule = tuple(float(s) for s in schedule)
         if not schedule or any(s < 0 for s in schedule):
@@ -225,6 +266,11 @@ class Outbox:
             )
         if poll <= 0 or not 0 <= jitter < 1:
             raise ValueError("poll is > 0 seconds; jitter is a fraction from 0 to 1")
+        if disable_after is not None and not disable_after > 0:
+            raise ValueError("disable_after is a number of seconds > 0, or None (never disable)")
+        for name, fn in (("on_disabled", on_disabled), ("on_dead", on_dead)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} is a function (or None)")
         # The Sender's SSRF guard, for endpoint URLs that users type in (see Sender).
         self._guard: Dict[str, Any] = {}
         if block_private:
@@ -249,15 +295,23 @@ class Outbox:
         self.poll = float(poll)
         #: Fraction of random spread on each delay (0.2 is ±20%).
         self.jitter = float(jitter)
-        self._store = OutboxStore(self.backend, self._lane_config)
+        #: Seconds of nothing but failed attempts after which an endpoint is disabled (None: never).
+        self.disable_after = None if disable_after is None else float(disable_after)
+        #: Called with (Endpoint, reason) when a 410 or ``disable_after`` disables an endpoint.
+        self.on_disabled = on_disabled
+        #: Called with the DeliveryRecord of each delivery that dies.
+        self.on_dead = on_dead
+        self._store = OutboxStore(self.backend, self._lane_config, self.disable_after)
         self._senders: Dict[int, Tuple[int, Sender]] = {}
         self._senders_lock = threading.Lock()
         self._capped: Set[int] = set()  # endpoints whose stored timeout this lease does not cover
         self._engine = Engine(
             self._store, self._attempt, schedule=schedule, workers=workers, per_lane=per_endpoint,
-            lease=self.lease, poll=self.poll, jitter=self.jitter, name="outbox",
+            lease=self.lease, poll=self.poll, jitter=self.jitter, name="outbox", on_settled=self._settled,
         )
         self._closed = False
+        self._init_counts()
+        self._callbacks = CallbackThread("webhooklite-outbox-callbacks")
         self._init_api()
         self._api_conn: Any = self.backend.connect(durable=True)
         try:
@@ -271,12 +325,23 @@ class Outbox:
         self._api_lock = threading.RLock()
         self._batch_depth = 0
 
+    def _init_counts(self) -> None:
+        """This process's counts for :meth:`metrics` (a child after fork() starts from zero)."""
+        self._attempt_count = Counter("webhooklite_outbox_attempts_total",
+                                      "Attempts this process made, by endpoint and what came of them.",
+                                      ("endpoint", "outcome"))
+        self._durations = Histogram("webhooklite_outbox_attempt_duration_seconds",
+                                    "How long this process's attempts took, by endpoint.", ("endpoint",),
+                                    DURATION_BUCKETS)
+
     def _forked(self) -> None:
         """In a child process after fork() (gunicorn --preload...): no workers, and its own connection."""
         if self._api_conn is not None:
             self.backend.abandon(self._api_conn)  # the parent's: never used (nor closed) here
         self._api_conn = None  # opened on first use
         self._init_api()
+        self._init_counts()
+        self._callbacks.reset()
         self._senders = {}
         self._senders_lock = threading.Lock()
         self._engine.reset()
@@ -513,14 +578,17 @@ class Outbox:
         endpoint: Union[int, str, None] = None,
         message_id: Optional[str] = None,
         limit: int = 100,
+        before: Optional[int] = None,
     ) -> List[DeliveryRecord]:
         """Stored deliveries, newest first: filter by ``state`` ("pending", "delivered", "dead"),
-        ``endpoint`` (id or URL) or ``message_id``."""
+        ``endpoint`` (id or URL) or ``message_id``. ``before=id`` pages on: the ``limit`` next
+        older than that delivery (give the last id of the previous page)."""
         if state is not None and state not in (PENDING, DELIVERED, DEAD_STATE):
             raise ValueError("state is 'pending', 'delivered' or 'dead'")
         with self._conn() as c:
             eid = None if endpoint is None else self._store.endpoint_id(c, endpoint)
-            return [DeliveryRecord(r) for r in self._store.deliveries(c, state, eid, message_id, limit)]
+            rows = self._store.deliveries(c, state, eid, message_id, limit, None if before is None else int(before))
+            return [DeliveryRecord(r) for r in rows]
 
     def dead(self, *, endpoint: Union[int, str, None] = None, limit: int = 100) -> List[DeliveryRecord]:
         """Deliveries that failed for good (every attempt failed, or the endpoint answered 410)."""
@@ -539,22 +607,75 @@ class Outbox:
         with self._conn() as c:
             return [Attempt(r) for r in self._store.attempts(c, int(delivery_id))]
 
-    def retry(self, delivery_id: int) -> None:
+    def retry(self, delivery_id: int) -> bool:
         """Send a dead (or delivered) delivery again, now, with a fresh schedule and the same message id.
 
-        Its endpoint must be enabled (``enable_endpoint`` first after a 410). A pending delivery
-        waiting for its next attempt is attempted now (its schedule goes on from where it was);
-        one being sent is left as it is.
+        Its endpoint must be enabled (``enable_endpoint`` first after a 410: ValueError otherwise;
+        KeyError for no such delivery). A pending delivery waiting for its next attempt is attempted
+        now (its schedule goes on from where it was); one being sent is left as it is (False).
         """
         with self._writing() as c:
-            if self._store.retry(c, int(delivery_id)):
+            changed = self._store.retry(c, int(delivery_id))
+            if changed:
                 self._store.notify(c)
         self._engine.wake()
+        return changed
+
+    def recover(self, since: Union[float, datetime.datetime], *, endpoint: Union[int, str, None] = None) -> int:
+        """Send again every dead delivery that died since ``since`` (unix seconds, or an aware datetime):
+        the same message ids, due now, each with a fresh schedule. Returns how many.
+
+        With ``endpoint`` (id or URL), only that endpoint's; it must be enabled (ValueError otherwise,
+        and nothing changes). Without, the dead deliveries of disabled endpoints stay dead (logged
+        as a WARNING with their count): enable those first. "Died" is when the delivery was last
+        changed: its last attempt, or the 410 that buried it.
+        """
+        n, skipped = self._recover(_when(since), endpoint)
+        for eid, left in sorted(skipped.items()):
+            log.warning("outbox: recover() left %d dead delivery(ies) of disabled endpoint %s: enable it first",
+                        left, eid)
+        return n
+
+    def _recover(self, since: float, endpoint: Union[int, str, None]) -> Tuple[int, Dict[int, int]]:
+        """recover(), and what it left: {endpoint id: dead deliveries left} (the CLI says so)."""
+        with self._writing() as c:
+            eid = None if endpoint is None else self._store.endpoint_id(c, endpoint)
+            n, skipped = self._store.recover(c, since, eid)
+            if n:
+                self._store.notify(c)
+        self._engine.wake()
+        return n, skipped
 
     def stats(self) -> Dict[int, Dict[str, Any]]:
-        """Per endpoint id: ``url``, ``enabled``, how many deliveries are pending, delivered and dead (and ``tenant``)."""
+        """Per endpoint id, what a status page shows:
+
+        - ``url``, ``enabled``, ``disabled_reason`` (None while enabled), ``tenant`` (when it has one);
+        - ``pending``, ``delivered``, ``dead``: its deliveries by state;
+        - ``last_success``: when its newest successful attempt started (unix seconds, or None), and
+          ``failing_since``: when its current run of failed attempts began (None while healthy);
+        - ``last_hour``: its attempts over the last hour (the newest 100,000 at most, however big the
+          log): ``attempts``, ``succeeded`` (2xx), ``success_rate`` (0 to 1, None without attempts),
+          ``p50`` and ``p99`` attempt durations in seconds (nearest rank; None without attempts).
+        """
         with self._conn() as c:
             return self._store.stats(c)
+
+    def metrics(self) -> str:
+        """Prometheus text: this process's attempts (by endpoint and outcome: ``delivered``, ``failed``,
+        ``dead``) and their durations, and from the database, pending and dead deliveries by endpoint
+        and how many endpoints are disabled. Endpoints are labelled by id (a URL may hold a token)."""
+        with self._conn() as c:
+            enabled, counts = self._store.gauges(c)
+        deliveries = Gauge("webhooklite_outbox_deliveries", "Deliveries pending and dead, by endpoint.",
+                           ("endpoint", "state"))
+        for eid in enabled:
+            deliveries.set(0, str(eid), PENDING)
+            deliveries.set(0, str(eid), DEAD_STATE)
+        for eid, state, n in counts:
+            deliveries.set(int(n), str(eid), state)
+        disabled = Gauge("webhooklite_outbox_endpoints_disabled", "Endpoints disabled (by hand, 410, or failing).")
+        disabled.set(sum(not on for on in enabled.values()))
+        return render([self._attempt_count, self._durations, deliveries, disabled])
 
     def pending(self) -> int:
         """How many deliveries to enabled endpoints are not yet delivered or dead."""
@@ -623,8 +744,10 @@ class Outbox:
             self.stop()
 
     def close(self) -> None:
-        """Stop the workers and close the connection."""
+        """Stop the workers, run the callbacks still queued (for up to 5 s), and close the connection."""
         self.stop()
+        if not self._callbacks.wait_idle(5.0):
+            log.warning("outbox: close() did not wait for the callbacks still running (over 5 s)")
         with self._api_lock:
             if not self._closed:
                 self._closed = True
@@ -633,6 +756,35 @@ class Outbox:
                     self._api_conn = None
 
     # -- what the engine calls ------------------------------------------------------------
+
+    def _settled(self, settled: List[Settled]) -> None:
+        """The engine's hook, in the dispatcher after each committed round: count, and queue the callbacks."""
+        reports = []
+        for s in settled:
+            lane = str(s.job.lane)
+            self._attempt_count.inc(lane, "delivered" if s.verdict == DONE else "dead" if s.verdict == DEAD else "failed")
+            self._durations.observe(s.outcome.elapsed, lane)
+            reports += s.report
+        if reports and (self.on_dead is not None or self.on_disabled is not None):
+            self._callbacks.put(lambda: self._report(reports))
+
+    def _report(self, reports: List[Tuple[Any, ...]]) -> None:
+        """On the callback thread: read what the callbacks get, and call them (each on its own)."""
+        on_dead, on_disabled = self.on_dead, self.on_disabled
+        for report in reports:
+            if report[0] == DISABLED and on_disabled is not None:
+                _, eid, reason = report
+                found = [e for e in self.endpoints() if e.id == eid]
+                if found:
+                    self._callbacks.call("on_disabled", on_disabled, found[0], reason)
+            elif report[0] == DIED and on_dead is not None:
+                ids = report[1]
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    with self._conn() as c:
+                        rows = self._store.deliveries(c, None, None, None, len(chunk), ids=chunk)
+                    for record in sorted((DeliveryRecord(r) for r in rows), key=lambda d: d.id):
+                        self._callbacks.call("on_dead", on_dead, record)
 
     def _lane_config(self, row: Tuple[Any, ...]) -> Tuple[Sender, float]:
         """An enabled endpoint's Sender (rebuilt when its row's version changes) and its timeout.

@@ -3,7 +3,8 @@
 This is the Python that calls the outbox's *named* queries, written once for every database; the
 SQL itself is in ``backends/sqlite.py`` and ``backends/postgres.py`` (``QUERIES["outbox"]``).
 
-    webhooklite_endpoints    one row per (tenant, url): secret, scheme, patterns, headers, timeout, enabled
+    webhooklite_endpoints    one row per (tenant, url): secret, scheme, patterns, headers, timeout, enabled,
+                             health (last success, failing since)
     webhooklite_messages     one row per message id: event type, body as sent, tenant
     webhooklite_deliveries   one row per message and endpoint: state, next_at, worker (the claim), tries, key
     webhooklite_attempts     one row per attempt: when, status, duration, the answer's first KiB, error
@@ -27,13 +28,18 @@ from .events import matches
 if TYPE_CHECKING:
     from .signing import Secret
 
-__all__ = ["OutboxStore", "PENDING", "DELIVERED", "DEAD_STATE", "SNIPPET", "dump_secret", "load_secret"]
+__all__ = ["OutboxStore", "PENDING", "DELIVERED", "DEAD_STATE", "SNIPPET", "DIED", "DISABLED", "STATS_CAP",
+           "dump_secret", "load_secret"]
 
 log = logging.getLogger("webhooklite")
 
 PENDING, DELIVERED, DEAD_STATE = "pending", "delivered", "dead"
 #: How much of a response body the attempt log keeps.
 SNIPPET = 1024
+#: What ``settle`` reports on a Settled for the outbox's hook: ``(DIED, [delivery ids])``, ``(DISABLED, endpoint id, reason)``.
+DIED, DISABLED = "died", "disabled"
+#: stats() reads at most this many of the last hour's attempts (the newest): bounded however big the log.
+STATS_CAP = 100_000
 
 Row = Tuple[Any, ...]
 
@@ -44,6 +50,21 @@ def dump_secret(secret: Optional[Secret]) -> Optional[str]:
         return None
     items = [secret] if isinstance(secret, (str, bytes)) else list(secret)
     return json.dumps([{"b64": base64.b64encode(s).decode()} if isinstance(s, bytes) else s for s in items])
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: 0.4 s, 90 s, 12 min, 5 h, 5 days."""
+    if seconds < 120:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def load_secret(text: Optional[str]) -> Optional[Secret]:
@@ -59,10 +80,13 @@ class OutboxStore:
 
     part = "outbox"
 
-    def __init__(self, backend: Backend, lane_config: Callable[[Row], Tuple[Any, float]]) -> None:
+    def __init__(self, backend: Backend, lane_config: Callable[[Row], Tuple[Any, float]],
+                 disable_after: Optional[float] = None) -> None:
         self.b = backend
         self.q = backend.queries[self.part]
         self.lane_config = lane_config
+        #: Seconds of nothing but failures after which an endpoint is disabled (None: never).
+        self.disable_after = disable_after
 
     # -- the engine's queue -------------------------------------------------------------
 
@@ -90,7 +114,11 @@ class OutboxStore:
         return [Job(i, lane, tries, (mid, event, bytes(body))) for i, mid, event, body, tries in rows]
 
     def settle(self, conn: Any, token: str, settled: List[Settled]) -> Set[Any]:
-        """Log the attempts and move their deliveries on: delivered, rescheduled, or dead (410: with the endpoint's others)."""
+        """Log the attempts and move their deliveries on: delivered, rescheduled, or dead (410: with the
+        endpoint's others); keep each endpoint's health, disabling one that failed for ``disable_after``.
+
+        What died and what was disabled *by this call* is noted on the Settled (``report``), for the
+        callbacks: a delivery or an endpoint another process got to first is not reported here."""
         b, q = self.b, self.q
         now = time.time()
         log_rows = []
@@ -115,24 +143,72 @@ class OutboxStore:
             status = getattr(s.outcome.detail, "status", None)
             b.execute(conn, q["failed"], {"status": status, "error": s.outcome.error, "now": now, "id": job.id})
             if s.outcome.close:
-                reason = f"{s.outcome.close} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))} UTC"
-                b.execute(conn, q["close_endpoint"], {"reason": reason, "id": job.lane})
-                b.execute(conn, q["bury_one"], {"now": now, "id": job.id})
-                n = 1 + b.execute(conn, q["bury_endpoint"], {
-                    "now": now, "id": job.lane,
-                    "error": f"not sent: the endpoint answered {s.outcome.close} and was disabled",
-                })
+                reason = f"{s.outcome.close} at {_utc(now)}"
+                if b.execute(conn, q["close_endpoint"], {"reason": reason, "id": job.lane}):
+                    s.report.append((DISABLED, job.lane, reason))
+                dead = [job.id] if b.execute(conn, q["bury_one"], {"now": now, "id": job.id}) else []
+                dead += self._bury(conn, job.lane, now, f"not sent: the endpoint answered {s.outcome.close} "
+                                   "and was disabled")
+                if dead:
+                    s.report.append((DIED, dead))
                 if job.lane not in closed:
                     log.warning("outbox: endpoint %s answered %s: disabled; %d delivery(ies) dead",
-                                job.lane, s.outcome.close, n)
+                                job.lane, s.outcome.close, len(dead))
                 closed.add(job.lane)
             elif s.verdict == DEAD:
                 if b.execute(conn, q["give_up"], {"tries": s.tries, "id": job.id, "token": token}):
+                    s.report.append((DIED, [job.id]))
                     log.warning("outbox: delivery %s (message %s) is dead after %d attempt(s): %s",
                                 job.id, job.data[0], s.tries, s.outcome.error)
             elif s.verdict == RETRY:
                 b.execute(conn, q["retry_later"], {"due": s.due, "tries": s.tries, "id": job.id, "token": token})
+        self._health(conn, settled, now)
         return closed
+
+    def _bury(self, conn: Any, eid: Any, now: float, error: str) -> List[int]:
+        """Make an endpoint's pending deliveries dead; return their ids."""
+        b, q = self.b, self.q
+        args = {"now": now, "id": eid, "error": error}
+        if "buried" in q:  # sqlite (no UPDATE ... RETURNING before 3.35): read them first, under the write lock
+            ids = [r[0] for r in b.fetchall(conn, q["buried"], args)]
+            b.execute(conn, q["bury_endpoint"], args)
+            return ids
+        return [r[0] for r in b.fetchall(conn, q["bury_endpoint"], args)]
+
+    def _health(self, conn: Any, settled: List[Settled], now: float) -> None:
+        """Each endpoint's last success and the start of its failing streak; disable one failing too long.
+
+        "Failing since" is the start of the first failed attempt after the newest success: an endpoint
+        is disabled once every attempt for ``disable_after`` seconds failed. Outcomes recorded out of
+        order (several processes) can only make the streak shorter, never longer than it was.
+        """
+        b, q = self.b, self.q
+        ok: Dict[Any, float] = {}
+        failed: Dict[Any, List[Settled]] = {}
+        for s in settled:
+            if s.outcome.ok:
+                ok[s.job.lane] = max(ok.get(s.job.lane, 0.0), s.started)
+            elif not s.outcome.close:  # a 410 disabled it already
+                failed.setdefault(s.job.lane, []).append(s)
+        for lane, at in ok.items():
+            b.execute(conn, q["health_ok"], {"id": lane, "at": at, "fresh": at - 1.0})
+        for lane, fails in failed.items():
+            later = [s for s in fails if s.started > ok.get(lane, float("-inf"))]
+            if not later:
+                continue
+            b.execute(conn, q["health_failed"], {"id": lane, "at": min(s.started for s in later)})
+            if self.disable_after is None:
+                continue
+            args = {"id": lane, "cutoff": now - self.disable_after}
+            row = b.fetchone(conn, q["health_check"], args)
+            if row is None:
+                continue
+            since = float(row[0])
+            reason = (f"every attempt failed for {_span(now - since)} (since {_utc(since)}): "
+                      f"disabled after disable_after={self.disable_after:g} s")
+            if b.execute(conn, q["health_disable"], dict(args, reason=reason)):
+                log.warning("outbox: endpoint %s disabled: %s", lane, reason)
+                later[-1].report.append((DISABLED, lane, reason))
 
     def renew(self, conn: Any, token: str, ids: Sequence[int], until: float) -> Tuple[Set[int], int]:
         b, q = self.b, self.q
@@ -232,7 +308,7 @@ class OutboxStore:
     # -- inspecting and retrying -------------------------------------------------------------
 
     def deliveries(self, conn: Any, state: Optional[str], endpoint: Optional[int], message_id: Optional[str],
-                   limit: int) -> List[Row]:
+                   limit: int, before: Optional[int] = None, ids: Optional[Sequence[int]] = None) -> List[Row]:
         where = []
         if state is not None:
             where.append(self.q[f"where_{state}"])
@@ -240,8 +316,13 @@ class OutboxStore:
             where.append(self.q["where_endpoint"])
         if message_id is not None:
             where.append(self.q["where_message"])
+        if before is not None:
+            where.append(self.q["where_before"])
+        if ids is not None:
+            where.append(self.q["where_ids"])
         sql = self.q["deliveries"] + (" WHERE " + " AND ".join(where) if where else "") + " " + self.q["newest_first"]
-        return self.b.fetchall(conn, sql, {"endpoint": endpoint, "message": message_id, "limit": int(limit)})
+        return self.b.fetchall(conn, sql, {"endpoint": endpoint, "message": message_id, "limit": int(limit),
+                                           "before": before, "ids": self.b.ids(ids or ())})
 
     def delivery(self, conn: Any, delivery_id: int) -> Optional[Row]:
         return self.b.fetchone(conn, self.q["delivery"], {"id": delivery_id})
@@ -263,18 +344,46 @@ class OutboxStore:
         self.b.execute(conn, self.q["retry"], {"now": time.time(), "id": delivery_id})
         return True
 
-    def stats(self, conn: Any) -> Dict[int, Dict[str, Any]]:
+    def stats(self, conn: Any, window: float = 3600.0) -> Dict[int, Dict[str, Any]]:
         eps = self.b.fetchall(conn, self.q["stats_endpoints"])
         counts = self.b.fetchall(conn, self.q["stats_counts"])
+        recent = self.b.fetchall(conn, self.q["stats_recent"], {"since": time.time() - window, "cap": STATS_CAP})
         out: Dict[int, Dict[str, Any]] = {}
-        for eid, url, enabled, tenant in eps:
-            out[eid] = {"url": url, "enabled": bool(enabled), PENDING: 0, DELIVERED: 0, DEAD_STATE: 0}
+        for eid, url, enabled, tenant, reason, last_success, failing_since in eps:
+            out[eid] = {"url": url, "enabled": bool(enabled), PENDING: 0, DELIVERED: 0, DEAD_STATE: 0,
+                        "disabled_reason": reason, "last_success": last_success, "failing_since": failing_since,
+                        "last_hour": {"attempts": 0, "succeeded": 0, "success_rate": None, "p50": None, "p99": None}}
             if tenant:
                 out[eid]["tenant"] = tenant
         for eid, state, n in counts:
             if eid in out:
                 out[eid][state] = int(n)
+        for eid, n, succeeded, p50, p99 in recent:
+            if eid in out:
+                n, succeeded = int(n), int(succeeded or 0)
+                out[eid]["last_hour"] = {"attempts": n, "succeeded": succeeded, "success_rate": succeeded / n,
+                                         "p50": p50, "p99": p99}
         return out
+
+    def gauges(self, conn: Any) -> Tuple[Dict[int, bool], List[Row]]:
+        """Every endpoint (id -> enabled), and (endpoint id, "pending" or "dead", count) rows."""
+        enabled = {int(r[0]): bool(r[2]) for r in self.b.fetchall(conn, self.q["stats_endpoints"])}
+        return enabled, self.b.fetchall(conn, self.q["gauges"])
+
+    def recover(self, conn: Any, since: float, endpoint: Optional[int]) -> Tuple[int, Dict[int, int]]:
+        """Make dead deliveries last changed since ``since`` pending, due now, on a fresh schedule.
+
+        Returns how many, and (endpoint id -> count) of those left dead because their endpoint is
+        disabled. With ``endpoint``, a disabled one is a ValueError and nothing changes."""
+        args: Dict[str, Any] = {"since": since, "now": time.time()}
+        if endpoint is not None:
+            row = self.endpoint_config(conn, endpoint)
+            assert row is not None
+            if not row[8]:
+                raise ValueError(f"the endpoint {row[2]!r} is disabled; enable_endpoint() it before recovering")
+            return self.b.execute(conn, self.q["recover_one"], dict(args, endpoint=endpoint)), {}
+        skipped = {int(eid): int(n) for eid, n in self.b.fetchall(conn, self.q["recover_skipped"], {"since": since})}
+        return self.b.execute(conn, self.q["recover"], args), skipped
 
     def pending(self, conn: Any) -> int:
         return int(self.b.fetchall(conn, self.q["pending"])[0][0])

@@ -120,6 +120,9 @@ class WebhookServer:
     431), ``max_headers`` (100 lines, 431), ``max_header_bytes`` (65536, 431)
         Limits on the request head. The body's limit is ``Receiver.max_body``
         (413 before the body is read; for a chunked body, as soon as it is over).
+    ``metrics_path`` (None)
+        A path (e.g. ``"/metrics"``) answered to GET with ``receiver.metrics()`` and its inbox's, in
+        Prometheus' text format, before any of the receiver's checks (scrapes are not counted).
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class WebhookServer:
         max_header_line: int = MAX_HEADER_LINE,
         max_headers: int = MAX_HEADERS,
         max_header_bytes: int = MAX_HEADER_BYTES,
+        metrics_path: Optional[str] = None,
     ) -> None:
         if max_connections < 1 or backlog < 0:
             raise ValueError("max_connections is at least 1 and backlog at least 0")
@@ -144,6 +148,10 @@ class WebhookServer:
         if min(max_request_line, max_header_line, max_headers, max_header_bytes) < 1:
             raise ValueError("the request-head limits are at least 1")
         self.receiver = receiver
+        if metrics_path is not None and (not metrics_path.startswith("/") or metrics_path == receiver.path):
+            raise ValueError(f"metrics_path is a path starting with '/', other than the receiver's: {metrics_path!r}")
+        #: The path answered with the metrics, or None.
+        self.metrics_path = metrics_path
         #: Seconds a connection may wait, silent, for its next request.
         self.idle_timeout = idle_timeout
         #: Seconds one request may take to arrive, from its first byte to the end of its body.
@@ -403,7 +411,7 @@ class WebhookServer:
             if length is None and http10:
                 # RFC 9112 §6.1: Transfer-Encoding in 1.0 is faulty framing; close after answering.
                 keep_alive = False
-            response = self.receiver.check(method, origin_path(target), length)
+            response = self._metrics(method, target) or self.receiver.check(method, origin_path(target), length)
             if response is not None:
                 # Refused before the body: close unless there is no body to skip.
                 if length != 0:
@@ -442,6 +450,15 @@ class WebhookServer:
             self._linger(conn, rfile, state)
         state[_IDLE_SINCE] = now  # answered: idle (stop() may close it) until the next request's first byte
         return keep_alive
+
+    def _metrics(self, method: str, target: str) -> Optional[Response]:
+        """The answer to a request for ``metrics_path`` (see ``metrics.answer``), or None for any other path."""
+        if self.metrics_path is None or origin_path(target).split("?", 1)[0] != self.metrics_path:
+            return None
+        from .metrics import answer
+
+        response: Response = answer(self.receiver, method)
+        return response
 
     def _linger(self, conn: socket.socket, rfile: Any, state: List[float]) -> None:
         """Half-close, then read and drop what the client is still sending (bounded).

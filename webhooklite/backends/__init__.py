@@ -128,6 +128,11 @@ class Backend:
         """Create or migrate ``part``'s tables to the version this webhooklite writes (refuse newer)."""
         raise NotImplementedError
 
+    def parts(self, conn: Any) -> Dict[str, int]:
+        """The durable parts ("outbox", "inbox", "store") whose tables this database holds, with their
+        schema versions; {} when it holds none. Reads only (the admin CLI asks before opening a part)."""
+        raise NotImplementedError
+
     def notify(self, conn: Any, part: str) -> None:
         """Tell idle workers elsewhere that ``part`` has new work (on commit). Default: nothing (they poll)."""
 

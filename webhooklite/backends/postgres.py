@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 from . import Backend, StorageError, describe_target
 
-__all__ = ["PostgresBackend", "QUERIES", "SCHEMAS", "driver"]
+__all__ = ["PostgresBackend", "QUERIES", "SCHEMAS", "MIGRATIONS", "driver"]
 
 log = logging.getLogger("webhooklite")
 
@@ -36,7 +36,7 @@ CHANNEL = {"outbox": "webhooklite_outbox"}
 #: The table a part's workers claim from: its schema (namespace) is the payload of the part's notifications.
 _QUEUE_TABLE = {"outbox": "webhooklite_deliveries", "inbox": "webhooklite_inbox"}
 
-OUTBOX_VERSION = 2  # the same numbering as the sqlite tables (1 was 0.1, sqlite only)
+OUTBOX_VERSION = 3  # the same numbering as the sqlite tables (1 was 0.1, sqlite only; 3: endpoint health)
 
 _LOCK = 0x77686B6C  # "whkl": the advisory lock that serializes schema changes in one database
 
@@ -103,6 +103,13 @@ CREATE TRIGGER webhooklite_deliveries_notify AFTER INSERT ON webhooklite_deliver
     FOR EACH STATEMENT EXECUTE PROCEDURE webhooklite_outbox_notify()
 """
 
+#: Version 2 to 3: endpoint health, and the attempt log by time (stats over the last hour).
+OUTBOX_2_TO_3 = """
+ALTER TABLE webhooklite_endpoints ADD COLUMN last_success double precision;
+ALTER TABLE webhooklite_endpoints ADD COLUMN failing_since double precision;
+CREATE INDEX webhooklite_attempts_at ON webhooklite_attempts (at)
+"""
+
 _IDS = "ANY(%(ids)s)"
 _HEAD = (  # not behind an unsettled delivery to the same endpoint with the same ordering key
     "(d.key IS NULL OR NOT EXISTS ("
@@ -117,8 +124,8 @@ _DELIVERY = (
     "LEFT JOIN webhooklite_endpoints e ON e.id = d.endpoint_id"
 )
 _ENDPOINT = (
-    "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created, tenant "
-    "FROM webhooklite_endpoints"
+    "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created, tenant, last_success, "
+    "failing_since FROM webhooklite_endpoints"
 )
 _CONFIG = "SELECT id, tenant, url, secret, scheme, events, headers, timeout, enabled FROM webhooklite_endpoints"
 
@@ -184,9 +191,9 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, tries = %(tries)s "
         "WHERE id = %(id)s AND worker = %(token)s AND state = 'pending'"
     ),
-    "close_endpoint": (
+    "close_endpoint": (  # once: a second 410 keeps the first reason
         "UPDATE webhooklite_endpoints SET enabled = false, disabled_reason = %(reason)s, version = version + 1 "
-        "WHERE id = %(id)s"
+        "WHERE id = %(id)s AND enabled"
     ),
     "bury_one": (
         "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = %(now)s "
@@ -194,7 +201,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     ),
     "bury_endpoint": (
         "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = %(now)s, "
-        "last_error = %(error)s WHERE endpoint_id = %(id)s AND state = 'pending'"
+        "last_error = %(error)s WHERE endpoint_id = %(id)s AND state = 'pending' RETURNING id"
     ),
 
     # -- endpoints
@@ -214,9 +221,9 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_endpoints SET enabled = false, disabled_reason = %(reason)s, version = version + 1 "
         "WHERE id = %(id)s"
     ),
-    "endpoint_enable": (
-        "UPDATE webhooklite_endpoints SET enabled = true, disabled_reason = NULL, version = version + 1 "
-        "WHERE id = %(id)s"
+    "endpoint_enable": (  # a fresh start for its health too
+        "UPDATE webhooklite_endpoints SET enabled = true, disabled_reason = NULL, failing_since = NULL, "
+        "version = version + 1 WHERE id = %(id)s"
     ),
     "endpoints": f"{_ENDPOINT} ORDER BY id",
     "remove_attempts": (
@@ -233,6 +240,8 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "where_dead": "d.state = 'dead'",
     "where_endpoint": "d.endpoint_id = %(endpoint)s",
     "where_message": "d.message_id = %(message)s",
+    "where_before": "d.id < %(before)s",
+    "where_ids": f"d.id = {_IDS}",
     "newest_first": "ORDER BY d.id DESC LIMIT %(limit)s",
     "delivery": f"{_DELIVERY} WHERE d.id = %(id)s",
     "attempts": (
@@ -251,7 +260,61 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_deliveries SET next_at = %(now)s, updated = %(now)s "
         "WHERE id = %(id)s AND state = 'pending' AND (worker IS NULL OR next_at < %(now)s)"
     ),
-    "stats_endpoints": "SELECT id, url, enabled, tenant FROM webhooklite_endpoints ORDER BY id",
+    "stats_endpoints": (
+        "SELECT id, url, enabled, tenant, disabled_reason, last_success, failing_since FROM webhooklite_endpoints "
+        "ORDER BY id"
+    ),
+    # The newest attempts since :since (at most :cap), per endpoint: how many, how many got a 2xx, and the
+    # nearest-rank p50 and p99 of their durations (as on sqlite, so both give the same figures).
+    "stats_recent": (
+        "WITH recent AS (SELECT d.endpoint_id AS eid, a.status AS status, a.duration AS duration "
+        "FROM webhooklite_attempts a JOIN webhooklite_deliveries d ON d.id = a.delivery_id "
+        "WHERE a.at >= %(since)s ORDER BY a.at DESC LIMIT %(cap)s), "
+        "ranked AS (SELECT eid, status, duration, row_number() OVER (PARTITION BY eid ORDER BY duration) AS r, "
+        "count(*) OVER (PARTITION BY eid) AS n FROM recent) "
+        "SELECT eid, max(n), sum(CASE WHEN status >= 200 AND status < 300 THEN 1 ELSE 0 END), "
+        "max(CASE WHEN r = (n * 50 + 99) / 100 THEN duration END), "
+        "max(CASE WHEN r = (n * 99 + 99) / 100 THEN duration END) FROM ranked GROUP BY eid"
+    ),
+    "gauges": (
+        "SELECT endpoint_id, 'pending', count(*) FROM webhooklite_deliveries WHERE state = 'pending' "
+        "GROUP BY endpoint_id UNION ALL SELECT endpoint_id, 'dead', count(*) FROM webhooklite_deliveries "
+        "WHERE state = 'dead' GROUP BY endpoint_id"
+    ),
+    # -- endpoint health (see the sqlite queries): a row is only written (so locked) when it changes,
+    # or at most once a second for a busy endpoint's last success.
+    "health_ok": (
+        "UPDATE webhooklite_endpoints SET last_success = GREATEST(last_success, %(at)s), "
+        "failing_since = CASE WHEN failing_since > %(at)s THEN failing_since ELSE NULL END "
+        "WHERE id = %(id)s AND (failing_since IS NOT NULL OR last_success IS NULL OR last_success < %(fresh)s)"
+    ),
+    "health_failed": (
+        "UPDATE webhooklite_endpoints SET failing_since = %(at)s WHERE id = %(id)s "
+        "AND (last_success IS NULL OR last_success < %(at)s) AND (failing_since IS NULL OR failing_since > %(at)s)"
+    ),
+    "health_check": (
+        "SELECT failing_since FROM webhooklite_endpoints WHERE id = %(id)s AND enabled AND failing_since <= %(cutoff)s"
+    ),
+    # Once: under READ COMMITTED a second UPDATE waits for the first's row lock, then re-checks
+    # "enabled" on the new row and changes nothing.
+    "health_disable": (
+        "UPDATE webhooklite_endpoints SET enabled = false, disabled_reason = %(reason)s, version = version + 1 "
+        "WHERE id = %(id)s AND enabled AND failing_since <= %(cutoff)s"
+    ),
+    "recover": (
+        "UPDATE webhooklite_deliveries SET state = 'pending', next_at = %(now)s, worker = NULL, tries = 0, "
+        "updated = %(now)s WHERE state = 'dead' AND updated >= %(since)s AND endpoint_id IN "
+        "(SELECT id FROM webhooklite_endpoints WHERE enabled)"
+    ),
+    "recover_one": (
+        "UPDATE webhooklite_deliveries SET state = 'pending', next_at = %(now)s, worker = NULL, tries = 0, "
+        "updated = %(now)s WHERE state = 'dead' AND updated >= %(since)s AND endpoint_id = %(endpoint)s"
+    ),
+    "recover_skipped": (
+        "SELECT d.endpoint_id, count(*) FROM webhooklite_deliveries d JOIN webhooklite_endpoints e "
+        "ON e.id = d.endpoint_id WHERE d.state = 'dead' AND d.updated >= %(since)s AND NOT e.enabled "
+        "GROUP BY d.endpoint_id"
+    ),
     "stats_counts": "SELECT endpoint_id, state, count(*) FROM webhooklite_deliveries GROUP BY endpoint_id, state",
     "pending": (
         "SELECT count(*) FROM webhooklite_deliveries d JOIN webhooklite_endpoints e ON e.id = d.endpoint_id "
@@ -294,7 +357,11 @@ CREATE TABLE webhooklite_handled (
 CREATE INDEX webhooklite_handled_at ON webhooklite_handled (at)
 """
 
-SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA), "store": (1, STORE_SCHEMA)}
+SCHEMAS: Dict[str, Tuple[int, str]] = {
+    "outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA + ";\n" + OUTBOX_2_TO_3), "store": (1, STORE_SCHEMA),
+}
+#: (part, version) -> the script that takes its tables to the next version, in place.
+MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3}
 
 _NOW = "extract(epoch FROM clock_timestamp())"
 
@@ -492,15 +559,28 @@ class PostgresBackend(Backend):
                     raise ValueError(f"{self.where} was written by a newer webhooklite ({part} schema {version})")
                 if version is None:
                     self.execute(conn, SCHEMA_TABLE)
-                    for statement in script.split(";\n"):
-                        if statement.strip():
-                            self.execute(conn, statement)
+                    self._script(conn, script)
                     self.execute(conn, "INSERT INTO webhooklite_schema (part, version) VALUES (%(part)s, %(v)s)",
+                                 {"part": part, "v": want})
+                elif version < want:  # in place, step by step, in this one transaction
+                    for v in range(version, want):
+                        self._script(conn, MIGRATIONS[(part, v)])
+                    self.execute(conn, "UPDATE webhooklite_schema SET version = %(v)s WHERE part = %(part)s",
                                  {"part": part, "v": want})
         if part in _QUEUE_TABLE:  # notifications carry the schema of the tables, so listeners filter on it
             row = self.fetchone(conn, "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                                       f"WHERE c.oid = '{_QUEUE_TABLE[part]}'::regclass")
             self._schema = row[0] if row else None
+
+    def _script(self, conn: Any, script: str) -> None:
+        for statement in script.split(";\n"):
+            if statement.strip():
+                self.execute(conn, statement)
+
+    def parts(self, conn: Any) -> Dict[str, int]:
+        if self.fetchone(conn, "SELECT to_regclass('webhooklite_schema')")[0] is None:  # type: ignore[index]
+            return {}
+        return {str(p): int(v) for p, v in self.fetchall(conn, "SELECT part, version FROM webhooklite_schema")}
 
     def _version(self, conn: Any, part: str) -> Optional[int]:
         if self.fetchone(conn, "SELECT to_regclass('webhooklite_schema')")[0] is None:  # type: ignore[index]

@@ -7,7 +7,7 @@ writer waits up to ``BUSY_TIMEOUT`` seconds for another's lock. A commit of the 
 NORMAL (a crash of the process loses nothing; of the machine, at most their last outcomes, which
 are then sent again). Idle workers poll: sqlite has no way to wake another process.
 
-Needs SQLite 3.24 (UPSERT) and its JSON1 functions (a list of ids is one parameter: ``json_each``).
+Needs SQLite 3.25 (UPSERT, window functions) and its JSON1 functions (a list of ids is one parameter: ``json_each``).
 Parameters are named (``:name``); multi-row inserts are written ``VALUES {rows}``.
 """
 import json
@@ -16,12 +16,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import Backend, StorageError
 
-__all__ = ["SQLiteBackend", "QUERIES", "SCHEMAS", "BUSY_TIMEOUT", "MIN_VERSION"]
+__all__ = ["SQLiteBackend", "QUERIES", "SCHEMAS", "MIGRATIONS", "BUSY_TIMEOUT", "MIN_VERSION"]
 
 #: Seconds a connection waits for another's write lock before giving up.
 BUSY_TIMEOUT = 10.0
-#: The oldest SQLite with what the queries use (UPSERT).
-MIN_VERSION = (3, 24, 0)
+#: The oldest SQLite with what the queries use (UPSERT: 3.24; window functions, for stats(): 3.25).
+MIN_VERSION = (3, 25, 0)
 #: The most variables one statement may carry on the oldest SQLite (999), with room to spare.
 _MAX_VARIABLES = 900
 
@@ -32,7 +32,9 @@ _IDS = "(SELECT value FROM json_each(:ids))"
 #: One row per durable part (outbox, inbox...): the version its tables are at.
 SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS webhooklite_schema (part TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 
-OUTBOX_VERSION = 2  # 1 was webhooklite 0.1: tables endpoints, messages, deliveries, attempts; PRAGMA user_version = 1
+#: 1 was webhooklite 0.1 (tables endpoints, messages, deliveries, attempts; PRAGMA user_version = 1);
+#: 2 added tenants and ordering keys; 3 endpoint health (last_success, failing_since) and attempts by time.
+OUTBOX_VERSION = 3
 
 OUTBOX_ENDPOINTS = """
 CREATE TABLE webhooklite_endpoints (
@@ -118,8 +120,18 @@ ALTER TABLE attempts RENAME TO webhooklite_attempts;
 PRAGMA user_version = 2;
 """ + _INDEXES
 
+#: Version 2 to 3: endpoint health, and the attempt log by time (stats over the last hour).
+OUTBOX_2_TO_3 = """
+-- when the newest attempt that succeeded started; when the first failed one after it started (NULL: healthy)
+ALTER TABLE webhooklite_endpoints ADD COLUMN last_success REAL;
+ALTER TABLE webhooklite_endpoints ADD COLUMN failing_since REAL;
+CREATE INDEX webhooklite_attempts_at ON webhooklite_attempts (at);
+"""
+
 #: Each durable part's tables: (version, script). An inbox adds its own entry (and its queries below).
-SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA)}
+SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA + OUTBOX_2_TO_3)}
+#: (part, version) -> the script that takes its tables to the next version, in place.
+MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3}
 
 # -- queries -------------------------------------------------------------------------------
 
@@ -135,7 +147,10 @@ _DELIVERY = (
     "FROM webhooklite_deliveries d JOIN webhooklite_messages m ON m.id = d.message_id "
     "LEFT JOIN webhooklite_endpoints e ON e.id = d.endpoint_id"
 )
-_ENDPOINT = "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created, tenant FROM webhooklite_endpoints"
+_ENDPOINT = (
+    "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created, tenant, last_success, "
+    "failing_since FROM webhooklite_endpoints"
+)
 _CONFIG = "SELECT id, tenant, url, secret, scheme, events, headers, timeout, enabled FROM webhooklite_endpoints"
 
 QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
@@ -199,13 +214,16 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, tries = :tries "
         "WHERE id = :id AND worker = :token AND state = 'pending'"
     ),
+    # Once: a second 410 (another worker's, another process's) keeps the first reason.
     "close_endpoint": (
-        "UPDATE webhooklite_endpoints SET enabled = 0, disabled_reason = :reason, version = version + 1 WHERE id = :id"
+        "UPDATE webhooklite_endpoints SET enabled = 0, disabled_reason = :reason, version = version + 1 "
+        "WHERE id = :id AND enabled = 1"
     ),
     "bury_one": (
         "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = :now "
         "WHERE id = :id AND state = 'pending'"
     ),
+    "buried": "SELECT id FROM webhooklite_deliveries WHERE endpoint_id = :id AND state = 'pending'",  # before bury
     "bury_endpoint": (
         "UPDATE webhooklite_deliveries SET state = 'dead', next_at = NULL, worker = NULL, updated = :now, "
         "last_error = :error WHERE endpoint_id = :id AND state = 'pending'"
@@ -226,8 +244,9 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "endpoint_disable": (
         "UPDATE webhooklite_endpoints SET enabled = 0, disabled_reason = :reason, version = version + 1 WHERE id = :id"
     ),
-    "endpoint_enable": (
-        "UPDATE webhooklite_endpoints SET enabled = 1, disabled_reason = NULL, version = version + 1 WHERE id = :id"
+    "endpoint_enable": (  # a fresh start for its health too: failures before the pause do not count
+        "UPDATE webhooklite_endpoints SET enabled = 1, disabled_reason = NULL, failing_since = NULL, "
+        "version = version + 1 WHERE id = :id"
     ),
     "endpoints": f"{_ENDPOINT} ORDER BY id",
     "remove_attempts": (
@@ -244,6 +263,8 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "where_dead": "d.state = 'dead'",
     "where_endpoint": "d.endpoint_id = :endpoint",
     "where_message": "d.message_id = :message",
+    "where_before": "d.id < :before",
+    "where_ids": f"d.id IN {_IDS}",
     "newest_first": "ORDER BY d.id DESC LIMIT :limit",
     "delivery": f"{_DELIVERY} WHERE d.id = :id",
     "attempts": (
@@ -262,7 +283,62 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_deliveries SET next_at = :now, updated = :now "
         "WHERE id = :id AND state = 'pending' AND (worker IS NULL OR next_at < :now)"
     ),
-    "stats_endpoints": "SELECT id, url, enabled, tenant FROM webhooklite_endpoints ORDER BY id",
+    "stats_endpoints": (
+        "SELECT id, url, enabled, tenant, disabled_reason, last_success, failing_since FROM webhooklite_endpoints "
+        "ORDER BY id"
+    ),
+    # The newest attempts since :since (at most :cap), per endpoint: how many, how many got a 2xx, and the
+    # nearest-rank p50 and p99 of their durations (ceil(p * n)-th smallest).
+    "stats_recent": (
+        "WITH recent AS (SELECT d.endpoint_id AS eid, a.status AS status, a.duration AS duration "
+        "FROM webhooklite_attempts a JOIN webhooklite_deliveries d ON d.id = a.delivery_id "
+        "WHERE a.at >= :since ORDER BY a.at DESC LIMIT :cap), "
+        "ranked AS (SELECT eid, status, duration, row_number() OVER (PARTITION BY eid ORDER BY duration) AS r, "
+        "count(*) OVER (PARTITION BY eid) AS n FROM recent) "
+        "SELECT eid, max(n), sum(CASE WHEN status >= 200 AND status < 300 THEN 1 ELSE 0 END), "
+        "max(CASE WHEN r = (n * 50 + 99) / 100 THEN duration END), "
+        "max(CASE WHEN r = (n * 99 + 99) / 100 THEN duration END) FROM ranked GROUP BY eid"
+    ),
+    # For metrics(): the partial indexes on pending and dead keep these off the delivered rows.
+    "gauges": (
+        "SELECT endpoint_id, 'pending', count(*) FROM webhooklite_deliveries WHERE state = 'pending' "
+        "GROUP BY endpoint_id UNION ALL SELECT endpoint_id, 'dead', count(*) FROM webhooklite_deliveries "
+        "WHERE state = 'dead' GROUP BY endpoint_id"
+    ),
+    # -- endpoint health: recorded as outcomes are, in the dispatcher's transaction. A success is written
+    # when it changes something (or at most once a second), so busy endpoints' rows are rarely locked.
+    "health_ok": (
+        "UPDATE webhooklite_endpoints SET last_success = max(coalesce(last_success, :at), :at), "
+        "failing_since = CASE WHEN failing_since > :at THEN failing_since ELSE NULL END "
+        "WHERE id = :id AND (failing_since IS NOT NULL OR last_success IS NULL OR last_success < :fresh)"
+    ),
+    # A failure starts the endpoint's failing streak, unless a later success was seen or an earlier failure did.
+    "health_failed": (
+        "UPDATE webhooklite_endpoints SET failing_since = :at WHERE id = :id "
+        "AND (last_success IS NULL OR last_success < :at) AND (failing_since IS NULL OR failing_since > :at)"
+    ),
+    "health_check": (
+        "SELECT failing_since FROM webhooklite_endpoints WHERE id = :id AND enabled = 1 AND failing_since <= :cutoff"
+    ),
+    # Once, whoever gets there first: the one whose UPDATE changed the row calls on_disabled.
+    "health_disable": (
+        "UPDATE webhooklite_endpoints SET enabled = 0, disabled_reason = :reason, version = version + 1 "
+        "WHERE id = :id AND enabled = 1 AND failing_since <= :cutoff"
+    ),
+    # -- recovering every dead delivery since a time (to enabled endpoints only)
+    "recover": (
+        "UPDATE webhooklite_deliveries SET state = 'pending', next_at = :now, worker = NULL, tries = 0, updated = :now "
+        "WHERE state = 'dead' AND updated >= :since AND endpoint_id IN "
+        "(SELECT id FROM webhooklite_endpoints WHERE enabled = 1)"
+    ),
+    "recover_one": (
+        "UPDATE webhooklite_deliveries SET state = 'pending', next_at = :now, worker = NULL, tries = 0, updated = :now "
+        "WHERE state = 'dead' AND updated >= :since AND endpoint_id = :endpoint"
+    ),
+    "recover_skipped": (
+        "SELECT d.endpoint_id, count(*) FROM webhooklite_deliveries d JOIN webhooklite_endpoints e "
+        "ON e.id = d.endpoint_id WHERE d.state = 'dead' AND d.updated >= :since AND e.enabled = 0 GROUP BY d.endpoint_id"
+    ),
     "stats_counts": "SELECT endpoint_id, state, count(*) FROM webhooklite_deliveries GROUP BY endpoint_id, state",
     "pending": (
         "SELECT count(*) FROM webhooklite_deliveries d JOIN webhooklite_endpoints e ON e.id = d.endpoint_id "
@@ -301,7 +377,7 @@ class SQLiteBackend(Backend):
 
         if sqlite3.sqlite_version_info < MIN_VERSION:
             raise RuntimeError(
-                f"webhooklite needs SQLite {'.'.join(map(str, MIN_VERSION[:2]))} or newer (for UPSERT); this "
+                f"webhooklite needs SQLite {'.'.join(map(str, MIN_VERSION[:2]))} or newer (UPSERT, window functions); this "
                 f"Python's sqlite3 module runs SQLite {sqlite3.sqlite_version}: use a newer Python, or "
                 "PostgreSQL (a postgresql:// URL)"
             )
@@ -394,13 +470,26 @@ class SQLiteBackend(Backend):
             self.execute(conn, SCHEMA_TABLE)
             if part == "outbox" and self._is_0_1(conn):
                 self._script(conn, OUTBOX_FROM_0_1)
+                version = 2
             elif version is None:
                 self._script(conn, script)
+                version = want
+            while version < want:  # in place, step by step, in this one transaction
+                self._script(conn, MIGRATIONS[(part, version)])
+                version += 1
             self.execute(
                 conn, "INSERT INTO webhooklite_schema (part, version) VALUES (:part, :version) "
                 "ON CONFLICT (part) DO UPDATE SET version = excluded.version",
                 {"part": part, "version": want},
             )
+
+    def parts(self, conn: Any) -> Dict[str, int]:
+        names = {r[0] for r in self.fetchall(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "webhooklite_schema" in names:
+            return {str(p): int(v) for p, v in self.fetchall(conn, "SELECT part, version FROM webhooklite_schema")}
+        if self.fetchall(conn, "PRAGMA user_version")[0][0] == 1 and {"endpoints", "deliveries"} <= names:
+            return {"outbox": 1}  # a 0.1 file: opening it as an Outbox migrates it
+        return {}
 
     def _version(self, conn: Any, part: str) -> Optional[int]:
         if not self.fetchall(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'webhooklite_schema'"):
