@@ -152,11 +152,14 @@ def endpoint_link(eid: int, url: Optional[str]) -> Markup:
 
 
 def delivery_row(ctx: Context, d: Any, show_endpoint: Optional[Dict[int, str]] = None) -> List[Child]:
+    """A delivery in a listing; with ``show_endpoint`` (id -> URL), its endpoint instead of its state (all dead)."""
     row: List[Child] = [link(f"/deliveries/{d.id}", f"#{d.id}")]
     if show_endpoint is not None:
         row.append(endpoint_link(d.endpoint_id, show_endpoint.get(d.endpoint_id, d.url)))
-    row += [h("code", None, d.event), h("code", {"class": "id"}, d.message_id), state_badge(d.state), d.attempts,
-            answer(d.last_status, d.last_error), when(d.updated)]
+    row += [h("code", None, d.event), h("code", {"class": "id"}, d.message_id)]
+    if show_endpoint is None:
+        row.append(state_badge(d.state))
+    row += [d.attempts, answer(d.last_status, d.last_error), when(d.updated)]
     row.append(form(ctx, f"/deliveries/{d.id}/retry", label="Retry", title="send it again now, same message id")
                if d.state == "dead" else "")
     return row
@@ -275,7 +278,7 @@ def endpoint_page(ctx: Context, e: Any, stats: Dict[str, Any], slots: List[Slot]
         "section", None, h("h1", None, f"Endpoint #{e.id}"), info, actions,
         h("h2", None, heading), h("nav", {"class": "tabs"}, tabs),
         table(("Delivery", "Event", "Message id", "State", "Attempts", "Last answer", "Updated", ""), rows,
-              "No deliveries here."), more,
+              "No deliveries here.", cls="deliveries"), more,
     )
 
 
@@ -322,8 +325,8 @@ def dead_page(ctx: Context, dead: List[Any], urls: Dict[int, str], endpoint: Opt
                                   "on a fresh schedule; the workers (outbox.start(), python -m webhooklite worker) "
                                   "deliver it."),
         h("div", {"class": "actions"}, recover),
-        table(("Delivery", "Endpoint", "Event", "Message id", "State", "Attempts", "Last answer", "Died", ""), rows,
-              "No dead deliveries."),
+        table(("Delivery", "Endpoint", "Event", "Message id", "Attempts", "Last answer", "Died", ""), rows,
+              "No dead deliveries.", cls="dead"),
     )
 
 
@@ -354,10 +357,10 @@ def inbox_page(ctx: Context, stats: Dict[str, Any], dead: List[Any], recent: Lis
         h("div", {"class": "actions"},
           since_form(ctx, "/inbox/replay", "Replay", "run every handler again for the events received in that time")),
         h("h2", None, "Dead events"),
-        table(head, [event_row(ctx, e) for e in dead], "No dead events."),
+        table(head, [event_row(ctx, e) for e in dead], "No dead events.", cls="dead-events"),
         h("h2", None, "Handlers"), table(("Handler", "Succeeded", "Failed runs"), handlers, "No handler has run yet."),
         h("h2", None, "Recent events"), h("nav", {"class": "tabs"}, tabs),
-        table(head, [event_row(ctx, e) for e in recent], "No events here."),
+        table(head, [event_row(ctx, e) for e in recent], "No events here.", cls="events"),
     )
 
 

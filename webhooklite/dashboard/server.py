@@ -49,7 +49,8 @@ _HEADERS = [
     ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"), ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
 ]
-_STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
+_STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
+           "favicon.svg": "image/svg+xml"}
 #: The biggest POST body read (a form of a few fields).
 MAX_FORM = 16 * 1024
 _ID = r"(\d{1,18})"
@@ -453,6 +454,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.log_request(reply.status)
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        # http.server's own refusals (a malformed request line, a bad header): short text, our headers, closed.
+        text = f"{code} {_phrase(code)}" + (f": {_text.escape(message)}" if message else "")
+        self._write(_plain(code, text), close=True)
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         # Never the query string: the first request holds the token.
