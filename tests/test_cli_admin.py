@@ -22,16 +22,28 @@ def run(*args, input=None, env=None):
                           cwd=ROOT, env=env or dict(ENV, NO_COLOR="1"))
 
 
-def ok(*args, input=None):
-    out = run(*args, input=input)
-    assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stdout, out.stderr)
+def at_once(*commands):
+    """Run commands that do not depend on each other at the same time (as two operators might); their
+    results in order."""
+    procs = [subprocess.Popen(CMD + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, env=dict(ENV, NO_COLOR="1")) for args in commands]
+    results = []
+    for args, p in zip(commands, procs):
+        out, err = p.communicate(timeout=30)
+        results.append(subprocess.CompletedProcess(args, p.returncode, out, err))
+    return results
+
+
+def ok(*args, input=None, out=None):
+    out = out or run(*args, input=input)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, (out.args, out.stdout, out.stderr)
     return out.stdout
 
 
-def error(code, *args):
+def error(code, *args, out=None):
     """The command failed with ``code`` and said why in one line on stderr."""
-    out = run(*args)
-    assert out.returncode == code, (args, out.returncode, out.stdout, out.stderr)
+    out = out or run(*args)
+    assert out.returncode == code, (out.args, out.returncode, out.stdout, out.stderr)
     assert "Traceback" not in out.stderr + out.stdout
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
@@ -64,39 +76,44 @@ def prepared(db, server):
 
 def test_outbox_listings_as_tables_and_json(db, server):
     good, down, ids, dead, delivered = prepared(db, server)
-    out = ok("outbox", db.target, "endpoints")
+    t = db.target
+    runs = iter(at_once(("outbox", t, "endpoints"), ("outbox", t, "endpoints", "--json"), ("outbox", t, "stats"),
+                        ("outbox", t, "stats", "--json"), ("outbox", t, "dead"), ("outbox", t, "dead", "--json"),
+                        ("outbox", t, "attempts", dead[0]), ("outbox", t, "attempts", dead[0], "--json"),
+                        ("outbox", t, "deliveries", "--state", "delivered", "--endpoint", good)))
+    out = ok(out=next(runs))
     table = rows(out)
     assert table[0] == ["ID", "URL", "TENANT", "EVENTS", "SCHEME", "STATE"]
     assert table[1] == [str(good), server.base + "/ok", "-", "*", "standard", "enabled"]
     assert table[2][1] == server.base + "/down" and table[2][5].startswith("failing since")
-    listed = json.loads(ok("outbox", db.target, "endpoints", "--json"))
+    listed = json.loads(ok(out=next(runs)))
     assert [e["id"] for e in listed] == [good, down] and listed[0]["header_names"] == ["Authorization"]
     everything = out + json.dumps(listed)
     assert SECRET not in everything and "t0ken" not in everything and "secret" not in everything.lower()
 
-    stats = rows(ok("outbox", db.target, "stats"))
+    stats = rows(ok(out=next(runs)))
     assert stats[0][:6] == ["ID", "URL", "STATE", "PENDING", "DELIVERED", "DEAD"]
     assert stats[1][2:6] == ["enabled", "0", "3", "0"] and stats[1][7:9] == ["3", "100%"]
     assert stats[2][3:6] == ["0", "0", "3"] and stats[2][6] == "-" and stats[2][7:9] == ["6", "0%"]
-    as_json = json.loads(ok("outbox", db.target, "stats", "--json"))
+    as_json = json.loads(ok(out=next(runs)))
     assert as_json[str(down)]["dead"] == 3 and as_json[str(down)]["last_hour"]["attempts"] == 6
     assert as_json[str(good)]["last_success"] <= time.time()
 
-    dead_rows = rows(ok("outbox", db.target, "dead"))
+    dead_rows = rows(ok(out=next(runs)))
     assert [r[0] for r in dead_rows[1:]] == [str(i) for i in sorted(dead, reverse=True)]
     assert all(r[6] == "500 Internal Server Error" and r[5] == "2" for r in dead_rows[1:])
-    assert [d["message_id"] for d in json.loads(ok("outbox", db.target, "dead", "--json"))][::-1] == ids
+    assert [d["message_id"] for d in json.loads(ok(out=next(runs)))][::-1] == ids
 
-    attempts = ok("outbox", db.target, "attempts", dead[0])
+    attempts = ok(out=next(runs))
     head, *log = attempts.strip().splitlines()
     assert head.startswith(f"delivery {dead[0]}: message ") and head.endswith("dead, 2 attempt(s)")
     assert [r[2] for r in rows("\n".join(log))[1:]] == ["500 Internal Server Error"] * 2
     assert '{"answer":"from the test server"}' in attempts
-    detail = json.loads(ok("outbox", db.target, "attempts", dead[0], "--json"))
+    detail = json.loads(ok(out=next(runs)))
     assert json.loads(detail["body"])["event"] == "order.created"
     assert [a["status"] for a in detail["attempts_log"]] == [500, 500]
 
-    delivered = rows(ok("outbox", db.target, "deliveries", "--state", "delivered", "--endpoint", good))
+    delivered = rows(ok(out=next(runs)))
     assert len(delivered) == 4 and {r[4] for r in delivered[1:]} == {"delivered"}
 
 
@@ -104,15 +121,20 @@ def test_outbox_actions_disable_retry_recover_enable_add_purge(db, server):
     good, down, ids, dead, delivered = prepared(db, server)
     assert ok("outbox", db.target, "disable", down, "--reason", "their maintenance").startswith(
         f"endpoint {down} disabled: their maintenance")
-    assert "disabled" in error(1, "outbox", db.target, "retry", dead[0])  # nothing to deliver it to
-    said = ok("outbox", db.target, "recover", "--since", "1h")
+    t = db.target
+    retry, recover, recover_one = at_once(("outbox", t, "retry", dead[0]), ("outbox", t, "recover", "--since", "1h"),
+                                          ("outbox", t, "recover", "--since", "1h", "--endpoint", down))
+    assert "disabled" in error(1, out=retry)  # nothing to deliver it to
+    said = ok(out=recover)
     assert said.startswith("0 dead delivery(ies) since") and f"3 left dead: their endpoint(s) {down}" in said
-    assert "disabled" in error(1, "outbox", db.target, "recover", "--since", "1h", "--endpoint", down)
+    assert "disabled" in error(1, out=recover_one)
     server.answers["/down"] = 200
     assert "enabled: 0 pending" in ok("outbox", db.target, "enable", server.base + "/down")  # by URL
-    recovered = json.loads(ok("outbox", db.target, "recover", "--since", "2h", "--endpoint", down, "--json"))
+    recover, retry = at_once(("outbox", t, "recover", "--since", "2h", "--endpoint", down, "--json"),
+                             ("outbox", t, "retry", delivered.id, "--json"))
+    recovered = json.loads(ok(out=recover))
     assert recovered["recovered"] == 3 and recovered["left_dead"] == {}
-    assert json.loads(ok("outbox", db.target, "retry", delivered.id, "--json"))["due_now"] is True  # sent again
+    assert json.loads(ok(out=retry))["due_now"] is True  # a delivered one: sent again
     with webhooklite.Outbox(db.target) as outbox:
         assert outbox.drain(timeout=10) and outbox.dead() == []
     assert sorted(server.ids("/down")[-3:]) == sorted(ids)  # the same message ids, sent again
@@ -133,15 +155,18 @@ def test_outbox_actions_disable_retry_recover_enable_add_purge(db, server):
             msg = outbox.send("payment.completed", {"order_id": "ABC123"}, tenant="acme")
             assert outbox.drain(timeout=10)
         assert got == [msg]  # signed with the secret that came from stdin
-    endpoint = json.loads(ok("outbox", db.target, "endpoints", "--json"))[2]
+    listed, bad_url, purged, no_delivery, no_endpoint, bad_duration = at_once(
+        ("outbox", t, "endpoints", "--json"), ("outbox", t, "add-endpoint", "ftp://x/"),
+        ("outbox", t, "purge", "--older-than", "0s"), ("outbox", t, "retry", 999), ("outbox", t, "disable", 99),
+        ("outbox", t, "recover", "--since", "2x"))
+    endpoint = json.loads(ok(out=listed))[2]
     assert (endpoint["tenant"], endpoint["events"], endpoint["timeout"]) == ("acme", ["payment.*"], 5.0)
-    assert "must be http:// or https://" in error(2, "outbox", db.target, "add-endpoint", "ftp://x/")
-
-    assert ok("outbox", db.target, "purge", "--older-than", "0s").startswith("7 delivered delivery(ies)")
-    assert json.loads(ok("outbox", db.target, "purge", "--json")) == {"purged": 0}
-    assert "no delivery 999" in error(1, "outbox", db.target, "retry", 999)
-    assert "no endpoint 99" in error(1, "outbox", db.target, "disable", 99)
-    assert "not a duration" in error(2, "outbox", db.target, "recover", "--since", "2x")
+    assert "must be http:// or https://" in error(2, out=bad_url)
+    assert ok(out=purged).startswith("7 delivered delivery(ies)")
+    assert json.loads(ok("outbox", t, "purge", "--json")) == {"purged": 0}
+    assert "no delivery 999" in error(1, out=no_delivery)
+    assert "no endpoint 99" in error(1, out=no_endpoint)
+    assert "not a duration" in error(2, out=bad_duration)
 
 
 def test_a_missing_or_foreign_file_is_a_clear_error_and_is_left_alone(tmp_path):
@@ -175,7 +200,8 @@ def test_a_postgresql_database_without_webhooklite_tables_or_unreachable_says_so
     import psycopg
 
     with psycopg.connect(url) as c:
-        assert c.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'webhooklite%'").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+                         "AND tablename LIKE 'webhooklite%'").fetchone() == (0,)
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=2"
     assert "cannot reach PostgreSQL" in error(1, "outbox", closed, "stats")
 
@@ -207,19 +233,22 @@ def test_inbox_dead_show_retry_replay_stats(db):
     assert inbox.drain(timeout=10)
     inbox.close()
 
-    dead = rows(ok("inbox", db.target, "dead"))
+    t = db.target
+    runs = iter(at_once(("inbox", t, "dead"), ("inbox", t, "show", "msg_1"), ("inbox", t, "stats"),
+                        ("inbox", t, "stats", "--json"), ("inbox", t, "show", 99)))
+    dead = rows(ok(out=next(runs)))
     assert dead[0][:4] == ["ID", "MESSAGE", "TYPE", "STATE"] and len(dead) == 2
     assert dead[1][1:4] == ["msg_1", "order.created", "dead"] and "RuntimeError: broken is set" in dead[1][5]
-    shown = ok("inbox", db.target, "show", "msg_1")
+    shown = ok(out=next(runs))
     assert shown.startswith("event 2: message msg_1 (order.created), dead, 1 attempt(s)")
     handlers = {r[0]: r[1:] for r in rows(shown.split("\n", 1)[1].split("\n  ")[0])[1:]}
     assert handlers["test_cli_admin.record"][0] == "done"
     assert handlers["test_cli_admin.fails_on.<locals>.handler"][:2] == ["failed", "1"]
     assert '"broken": true' in shown  # the body, as JSON
-    stats = ok("inbox", db.target, "stats")
+    stats = ok(out=next(runs))
     assert stats.startswith("events: 0 pending, 1 done, 1 dead")
-    assert json.loads(ok("inbox", db.target, "stats", "--json"))["handlers"]["test_cli_admin.record"] == {
-        "succeeded": 2, "failures": 0}
+    assert json.loads(ok(out=next(runs)))["handlers"]["test_cli_admin.record"] == {"succeeded": 2, "failures": 0}
+    assert "no event 99" in error(1, out=next(runs))
 
     assert json.loads(ok("inbox", db.target, "retry", 2, "--json")) == {"event": 2, "message_id": "msg_1",
                                                                          "due_now": True}
@@ -227,7 +256,6 @@ def test_inbox_dead_show_retry_replay_stats(db):
     assert ok("inbox", db.target, "replay", "--since", "1h").startswith("1 event(s) received since")
     events = json.loads(ok("inbox", db.target, "events", "--state", "pending", "--json"))
     assert sorted(e["message_id"] for e in events) == ["msg_0", "msg_1"]
-    assert "no event 99" in error(1, "inbox", db.target, "show", 99)
     # The handlers run where the inbox's workers run: msg_1's first handler, which succeeded, is not
     # run again by the retry; the replay runs msg_0's again.
     inbox = webhooklite.Inbox(db.target, schedule=(0,), workers=1)
@@ -325,3 +353,16 @@ def test_tables_are_coloured_on_a_terminal_unless_no_color(tmp_path, server, no_
         proc.stderr.close()
     assert b"500 Internal Server Error" in got
     assert (b"\x1b[31m" in got) is not no_color, got
+
+
+def test_one_duration_helper_reads_what_an_operator_types():
+    import argparse
+
+    from webhooklite.cli.admin import duration, span
+
+    assert [duration(t) for t in ("90s", "30m", "2h", "7d", "1w", "1h30m", "90", "0.5", "1.5h")] == [
+        90, 1800, 7200, 604800, 604800, 5400, 90, 0.5, 5400]
+    for bad in ("", "2x", "h", "-1h", "1 h", "2hours"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+            duration(bad)
+    assert [span(s) for s in (604800, 86400 * 3, 7200, 5400, 90, 0.5)] == ["1w", "3d", "2h", "90m", "90s", "0.5s"]

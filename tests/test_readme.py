@@ -11,6 +11,10 @@
   ``whsec_...``, and the path to ``examples/`` when the command runs elsewhere.
   ``python3``, ``gunicorn``, ``waitress-serve`` and ``uvicorn`` are the test
   interpreter's (its folder comes first on PATH).
+- A ```console block is a transcript pasted as it came: ``$ command`` lines, each followed by
+  its output. One test per section (:data:`CONSOLE_TESTS`) runs the commands again and compares
+  what they print with what is pasted, numbers, ids and column widths aside (times and ports differ
+  from run to run; every word, column and line must be the same).
 - A block that cannot run here says why, just above it:
   ``<!-- not run: why -->``. Keep those rare.
 """
@@ -122,6 +126,10 @@ SH_TESTS = {
     "Dashboard": "test_dashboard_command",
     "Serving under gunicorn": "test_wsgi_server_commands",
 }
+#: Which test replays each section's console transcripts.
+CONSOLE_TESTS = {
+    "Operating it": "test_operating_it_transcripts",
+}
 FRAMEWORKS = ("flask", "django", "fastapi")
 
 
@@ -140,11 +148,16 @@ def test_every_block_is_run_by_a_test_or_says_why_not():
         elif b.lang == "sh":
             if b.section not in SH_TESTS:
                 problems.append(f"{where}: an sh block no test runs: add one to test_readme.py's SH_TESTS")
+        elif b.lang == "console":
+            if b.section not in CONSOLE_TESTS:
+                problems.append(f"{where}: a console transcript no test replays: add one to CONSOLE_TESTS")
+            elif not b.code.startswith("$ "):
+                problems.append(f"{where}: a console transcript starts with a `$ command` line")
         elif b.lang != "python":
             problems.append(f"{where}: a ```{b.lang} block no test runs: make it ```python or ```sh and run it")
     assert problems == []
     assert sum(b.not_run is not None for b in BLOCKS) <= 2, "keep blocks that cannot run rare"
-    names = {n.strip() for tests in SH_TESTS.values() for n in tests.split(",")}
+    names = {n.strip() for tests in list(SH_TESTS.values()) + list(CONSOLE_TESTS.values()) for n in tests.split(",")}
     assert names <= set(globals()), names - set(globals())
     assert {framework(b.code) for b in PYTHON} >= set(FRAMEWORKS), "each framework's recipe is a python block"
 
@@ -561,6 +574,58 @@ def test_wsgi_server_commands(line, tmp_path):
     assert "Traceback" not in err, err
     if server == "gunicorn":
         assert code == 0, err
+
+
+# -- console transcripts -----------------------------------------------------------------------
+
+
+def transcript(block: Block) -> List[tuple]:
+    """A console block as (command, the lines it printed) pairs."""
+    steps: List[tuple] = []
+    for line in block.code.rstrip("\n").split("\n"):
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    return steps
+
+
+def same_but_numbers(line: str) -> str:
+    """A line with what differs from run to run made equal: numbers, message ids, column widths."""
+    line = re.sub(r"msg_[\w-]+", "msg_X", line)
+    line = re.sub(r"\d+(\.\d+)?", "N", line)
+    return " ".join(line.split())
+
+
+def replay_transcript(block: Block, cwd: Path, replace=lambda cmd: cmd) -> None:
+    for command, pasted in transcript(block):
+        out = subprocess.run(["bash", "-c", replace(command)], cwd=cwd, env=SHELL_ENV, capture_output=True,
+                             text=True, timeout=60)
+        got = (out.stdout + out.stderr).rstrip("\n").split("\n") if (out.stdout + out.stderr) else []
+        assert [same_but_numbers(x) for x in got] == [same_but_numbers(x) for x in pasted], (
+            f"README.md line {block.line}: `{command}` now prints:\n" + "\n".join(got))
+
+
+@needs_bash
+def test_operating_it_transcripts(tmp_path):
+    section = "Operating it"
+    (setup,) = [b for b in PYTHON if b.section == section]
+    health, check = [b for b in BLOCKS if b.lang == "console" and b.section == section]
+    # The outbox the python block leaves in its folder, then the operator's commands on it.
+    out = run_python(setup.code, tmp_path)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert re.findall(r"^(dead|disabled): ", out.stdout, re.M) == ["dead", "disabled"], out.stdout
+    replay_transcript(health, tmp_path)
+    # check, against the notifier the text says to start in another terminal.
+    notifier_cmd = "python3 examples/store_notify.py notifier --port 8000 --demo"
+    assert f"`{notifier_cmd}` in another terminal" in " ".join(README.split())
+    port = str(free_port())
+    notifier = Proc(["bash", "-c", "exec " + notifier_cmd.replace("8000", port)], cwd=ROOT, env=SHELL_ENV)
+    try:
+        wait_for_port(int(port), notifier.proc)
+        replay_transcript(check, tmp_path, lambda cmd: cmd.replace("127.0.0.1:8000", "127.0.0.1:" + port))
+    finally:
+        notifier.kill()
 
 
 # -- inline commands ---------------------------------------------------------------------------

@@ -760,11 +760,15 @@ class Outbox:
     def _settled(self, settled: List[Settled]) -> None:
         """The engine's hook, in the dispatcher after each committed round: count, and queue the callbacks."""
         reports = []
+        counts: Dict[Tuple[str, str], int] = {}
         for s in settled:
             lane = str(s.job.lane)
-            self._attempt_count.inc(lane, "delivered" if s.verdict == DONE else "dead" if s.verdict == DEAD else "failed")
+            key = (lane, "delivered" if s.verdict == DONE else "dead" if s.verdict == DEAD else "failed")
+            counts[key] = counts.get(key, 0) + 1
             self._durations.observe(s.outcome.elapsed, lane)
             reports += s.report
+        for key, n in counts.items():
+            self._attempt_count.inc(*key, by=n)
         if reports and (self.on_dead is not None or self.on_disabled is not None):
             self._callbacks.put(lambda: self._report(reports))
 

@@ -87,6 +87,9 @@ class OutboxStore:
         self.lane_config = lane_config
         #: Seconds of nothing but failures after which an endpoint is disabled (None: never).
         self.disable_after = disable_after
+        # Per endpoint, the start of the last success this process wrote (while none of its failures came
+        # since): a busy healthy endpoint costs one health statement a second, not one a round.
+        self._ok_written: Dict[Any, float] = {}
 
     # -- the engine's queue -------------------------------------------------------------
 
@@ -191,11 +194,15 @@ class OutboxStore:
             elif not s.outcome.close:  # a 410 disabled it already
                 failed.setdefault(s.job.lane, []).append(s)
         for lane, at in ok.items():
+            if lane not in failed and at - self._ok_written.get(lane, float("-inf")) < 1.0:
+                continue  # written less than a second ago (another process's failure is cleared within one)
             b.execute(conn, q["health_ok"], {"id": lane, "at": at, "fresh": at - 1.0})
+            self._ok_written[lane] = at
         for lane, fails in failed.items():
             later = [s for s in fails if s.started > ok.get(lane, float("-inf"))]
             if not later:
                 continue
+            self._ok_written.pop(lane, None)  # the next success is written at once
             b.execute(conn, q["health_failed"], {"id": lane, "at": min(s.started for s in later)})
             if self.disable_after is None:
                 continue
@@ -204,8 +211,8 @@ class OutboxStore:
             if row is None:
                 continue
             since = float(row[0])
-            reason = (f"every attempt failed for {_span(now - since)} (since {_utc(since)}): "
-                      f"disabled after disable_after={self.disable_after:g} s")
+            reason = (f"every attempt failed for {_span(now - since)} since {_utc(since)} "
+                      f"(disable_after={self.disable_after:g} s)")
             if b.execute(conn, q["health_disable"], dict(args, reason=reason)):
                 log.warning("outbox: endpoint %s disabled: %s", lane, reason)
                 later[-1].report.append((DISABLED, lane, reason))

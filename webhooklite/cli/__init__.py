@@ -1,4 +1,5 @@
-"""The command line: ``python -m webhooklite listen | send | replay | verify | secret``.
+"""The command line: ``python -m webhooklite listen | send | replay | verify | secret | worker | outbox |
+inbox | check``.
 
 What ``stripe listen`` and ``svix listen`` do with an account and a hosted relay,
 done locally with nothing to sign up for, plus fault injection for testing a
@@ -11,6 +12,8 @@ sender's retries and a verifier that explains why a signature fails::
     python -m webhooklite verify deliveries/*.json --secret whsec_...
     python -m webhooklite replay deliveries/FILE.json http://127.0.0.1:5000/webhooks --secret whsec_...
     python -m webhooklite secret
+    python -m webhooklite outbox webhooks.db stats                    # an operator's view (also: inbox DB ...)
+    python -m webhooklite check http://127.0.0.1:8000/ --secret whsec_...   # does a receiver refuse forgeries?
 
 Installed, the ``webhooklite`` command is the same thing. Exit status: 0 when
 it worked (a 2xx answer), 1 when a delivery failed or the port cannot be
@@ -22,7 +25,8 @@ that adds its commands; :data:`COMMANDS` lists them in the order ``--help``
 shows them. A new group is a new module and its name in that list. What they
 share: :mod:`.output` (colours, escaping, errors, exit statuses, tables and
 JSON), :mod:`.options` (argument types, ``--secret``), :mod:`.saved` (the
-saved-delivery file, whose format is described there) and :mod:`.relay`.
+saved-delivery file, whose format is described there), :mod:`.relay`, and :mod:`.admin` (opening an
+outbox or inbox for the admin commands, durations such as ``2h``).
 """
 import argparse
 import importlib
