@@ -52,6 +52,7 @@ BODY_FMT = (
 
 RECEIVERS = [
     ("webhooklite", "webhooklite `Receiver.serve()` (verifying, 1 handler)"),
+    ("inbox", "webhooklite `Receiver.serve()` with an `Inbox` on sqlite (202 once stored; handled after)"),
     ("stdlib-verify", "(a) http.server handler: HMAC + json.loads"),
     ("stdlib-bare", "(b) http.server handler, no verification"),
     ("flask", "(c) Flask + standardwebhooks on gunicorn (gthread, 8 threads)"),
@@ -573,6 +574,8 @@ def report(args, results: dict) -> str:
             target(f"{kind} now ÷ {kind} at the baseline (not a target)", kind, kind + BASE, 1.0)
         target("receiver.asgi (async def handler) ≥ 1.3x FastAPI's route, both on that uvicorn",
                "asgi-async", "fastapi", 1.3)
+        target("Receiver with an Inbox on sqlite ≥ 0.5x the in-memory receiver", "inbox", "webhooklite", 0.5)
+        target("Receiver with an Inbox on sqlite ≥ 2x Flask + standardwebhooks on gunicorn", "inbox", "flask", 2.0)
         lines.append("")
 
     if "sender" in results:

@@ -2,6 +2,8 @@
 
 KIND is one of:
   webhooklite    webhooklite Receiver.serve(): its own server, verification on, one handler
+  inbox          the same with a durable Inbox on a sqlite file (synchronous=FULL): 202 once stored, the
+                 handler run after by the inbox's workers in the same process
   stdlib-verify  a hand-written http.server handler (ThreadingHTTPServer, HTTP/1.1 keep-alive,
                  request_queue_size 128): the same HMAC check + timestamp window + json.loads
   stdlib-bare    the same handler without verification (json.loads only): the stdlib limit
@@ -41,16 +43,21 @@ def write_report(extra: dict) -> None:
         os.replace(tmp, REPORT)
 
 
-def run_webhooklite(port: int) -> None:
+def run_webhooklite(port: int, inbox: bool = False) -> None:
+    import tempfile
+
     import webhooklite
 
-    receiver = webhooklite.Receiver(SECRET)
+    folder = tempfile.mkdtemp(prefix="wl-bench-inbox-") if inbox else None
+    receiver = webhooklite.Receiver(SECRET, inbox=webhooklite.Inbox(os.path.join(folder, "inbox.db")) if folder else None)
 
     @receiver.on("payment.completed")
     def handled(event) -> None:
         seen[0] += 1  # one handler, as an application would register
 
     def extra() -> dict:
+        if folder:
+            return {"stored": receiver.inbox.stats()}
         return {"store_ids": len(receiver.store)}
 
     every = float(os.environ.get("BENCH_REPORT_EVERY") or 0)
@@ -63,6 +70,11 @@ def run_webhooklite(port: int) -> None:
         threading.Thread(target=loop, daemon=True).start()
     receiver.serve("127.0.0.1", port)  # returns on SIGTERM
     write_report(extra())
+    if folder:
+        import shutil
+
+        receiver.inbox.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def uvicorn_options() -> dict:
@@ -210,6 +222,8 @@ if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "webhooklite":
         run_webhooklite(port)
+    elif kind == "inbox":
+        run_webhooklite(port, inbox=True)
     elif kind == "fastapi":
         run_fastapi(port)
     elif kind == "canned":

@@ -543,7 +543,7 @@ def test_hostile_campaign_while_a_normal_client_is_served(logs):
             for t in attackers:
                 t.start()
             latencies = []
-            end = time.monotonic() + 5.0
+            end = time.monotonic() + 2.5
             while time.monotonic() < end:
                 status, seconds = good_answer(server, str(rng.random()))
                 assert status == 200 and seconds < 2.0, (status, seconds)

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 APP = '''
 import os, time, webhooklite
-inbox = webhooklite.Inbox(os.environ["INBOX"], workers=4, schedule=(0, 0.2, 0.2, 0.2), lease=3.0,
-                          handler_timeout=1.5, autostart=os.environ.get("AUTOSTART", "1") == "1")
+inbox = webhooklite.Inbox(os.environ["INBOX"], workers=4, schedule=(0, 0.2, 0.2, 0.2), lease=1.5,
+                          handler_timeout=0.5, autostart=os.environ.get("AUTOSTART", "1") == "1")
 receiver = webhooklite.Receiver(os.environ["SECRET"], inbox=inbox)
 
 def log(line):

@@ -24,8 +24,9 @@ How it stays correct (the outbox's engine and backends, so the same rules hold):
 - Workers claim stored events with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; sqlite's
   write lock), renew it while the handlers run, and a crashed worker's events are taken over when
   its lease ends. A handler's success is written by the thread that ran it as soon as it
-  returns, so after a crash only the handlers that had not finished run again (at-least-once
-  for the handler running at the moment of the crash: make handlers idempotent where that matters).
+  returns (the last one's with the event's outcome, moments later), so after a crash only the
+  handlers that had not finished run again (at-least-once for the handler running, or just
+  finished, at the moment of the crash: make handlers idempotent where that matters).
 - A failing handler is retried on ``schedule`` (from the previous attempt), then the event is dead:
   ``dead()``, ``retry(id)``. ``replay(since=...)`` runs every handler of stored events again.
 
@@ -83,6 +84,62 @@ def _since(when: Union[float, datetime.datetime, None]) -> Optional[float]:
     if when.tzinfo is None:
         raise ValueError("give an aware datetime (with tzinfo) or Unix seconds")
     return when.timestamp()
+
+
+class _Slot:
+    __slots__ = ("row", "ready", "lead", "result", "error")
+
+    def __init__(self, row: Tuple[Any, ...]) -> None:
+        self.row = row
+        self.ready = threading.Event()
+        self.lead = False
+        self.result = False
+        self.error: Optional[BaseException] = None
+
+
+class _GroupCommit:
+    """Concurrent puts share one transaction: group commit.
+
+    Every request still waits for its own row to be committed before it is answered, but
+    when 32 arrive at once they share one commit (and, on sqlite's synchronous=FULL, one
+    fsync: about 270 us here) instead of queueing for 32. The first caller writes; those who
+    come while it does wait, and the first of them writes their batch next.
+    """
+
+    def __init__(self, write: Any) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._queue: List[_Slot] = []
+        self._busy = False
+
+    def put(self, row: Tuple[Any, ...]) -> bool:
+        slot = _Slot(row)
+        with self._lock:
+            self._queue.append(slot)
+            if not self._busy:
+                self._busy = slot.lead = True
+        if not slot.lead:
+            slot.ready.wait()  # done by another's batch, or made the next writer
+        if slot.lead:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            try:
+                for s, new in zip(batch, self._write([s.row for s in batch])):
+                    s.result = new
+            except BaseException as e:  # each waiting request answers 503 (or re-raises, for KeyboardInterrupt)
+                for s in batch:
+                    s.error = e
+            with self._lock:
+                if self._queue:
+                    self._queue[0].lead = True
+                    self._queue[0].ready.set()
+                else:
+                    self._busy = False
+            for s in batch:
+                s.ready.set()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
 
 
 class HandlerRun:
@@ -182,6 +239,7 @@ class Inbox:
 
     def _init_state(self) -> None:
         self._lock = threading.RLock()
+        self._group = _GroupCommit(self._put_many)
         self._local = threading.local()  # a handler thread's own connection, for writing its successes
         self._runs: Dict[Tuple[str, str], int] = {}  # (handler, outcome) -> runs, for metrics()
         self._runs_lock = threading.Lock()
@@ -247,19 +305,25 @@ class Inbox:
         """
         message_id = event.id or new_message_id()  # no id to dedupe on: every copy is stored
         ts = int(event.timestamp.timestamp()) if event.timestamp is not None else None
-
-        def put(conn: Any) -> bool:
-            new = self._store.put(conn, message_id, event.type, ts, dict(event.headers.items()), event.body)
-            if new:
-                self._store.notify(conn)  # workers elsewhere wake at commit (PostgreSQL)
-            return new
-
-        new = bool(self._write(put))
+        row = (message_id, event.type, ts, json.dumps(dict(event.headers.items())), event.body)
+        new = self._group.put(row)
         if new:
             if self.autostart and not self._engine.running and self._receiver is not None:
                 self.start()  # the first delivery in this process (gunicorn, uvicorn workers) starts its handlers
             self._engine.wake()
         return new
+
+    def _put_many(self, rows: List[Tuple[Any, ...]]) -> List[bool]:
+        """Store rows in one transaction (one commit, one fsync, for every request waiting on it)."""
+
+        def put(conn: Any) -> List[bool]:
+            news = self._store.put_many(conn, rows)
+            if any(news):
+                self._store.notify(conn)  # workers elsewhere wake at commit (PostgreSQL)
+            return news
+
+        result: List[bool] = self._write(put)
+        return result
 
     # -- running the handlers -------------------------------------------------------------
 
@@ -326,9 +390,8 @@ class Inbox:
             return Outcome(False, error=f"the stored body no longer parses: {exc}", elapsed=0.0, detail=[])
         event = Event(etype, message_id, utc(ts), data, h, body)
         results: List[Tuple[str, bool, Optional[str], float]] = []
-        for name, handler in _named(receiver._router.match(etype)):
-            if name in done:
-                continue
+        todo = [(name, handler) for name, handler in _named(receiver._router.match(etype)) if name not in done]
+        for i, (name, handler) in enumerate(todo):
             t0 = time.monotonic()
             error: Optional[str] = None
             try:
@@ -342,7 +405,9 @@ class Inbox:
             if took > self.handler_timeout:
                 log.warning("inbox: handler %s took %.1f s on event %s, over handler_timeout (%g s)",
                             name, took, message_id, self.handler_timeout)
-            if error is None:
+            if error is None and i < len(todo) - 1:
+                # Written at once, so a crash while a later handler runs does not run this one again;
+                # the last one's success is written with the event's outcome (one transaction less).
                 self._record_done(job.id, name)
             results.append((name, error is None, error, took))
             with self._runs_lock:
@@ -357,7 +422,8 @@ class Inbox:
         conn = getattr(self._local, "conn", None)
         try:
             if conn is None:
-                conn = self._local.conn = self.backend.connect(durable=True)
+                # NORMAL: a commit survives the process's death (WAL); a power cut may cost a rerun
+                conn = self._local.conn = self.backend.connect(durable=False)
             with self.backend.transaction(conn):
                 self._store.handler_done(conn, event_id, name)
         except Exception as exc:

@@ -105,13 +105,16 @@ class InboxStore:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def put(self, conn: Any, message_id: str, etype: Optional[str], ts: Optional[int], headers: Dict[str, str],
-            body: bytes) -> bool:
-        """Store one verified delivery; False when its id is already stored (a duplicate)."""
-        return bool(self.b.execute(conn, self.q["put"], {
-            "message_id": message_id, "type": etype, "ts": ts, "headers": json.dumps(headers),
-            "body": body, "now": time.time(),
-        }))
+    def put_many(self, conn: Any, rows: Sequence[Tuple[Any, ...]]) -> List[bool]:
+        """Store verified deliveries ``(message id, type, timestamp, headers as JSON, body)``; for
+        each, False when its id is already stored (a duplicate, also within these rows)."""
+        now = time.time()
+        return [
+            bool(self.b.execute(conn, self.q["put"], {
+                "message_id": mid, "type": etype, "ts": ts, "headers": headers, "body": body, "now": now,
+            }))
+            for mid, etype, ts, headers, body in rows
+        ]
 
     def handler_done(self, conn: Any, event_id: int, name: str) -> None:
         self.b.execute(conn, self.q["handler_done"], {"id": event_id, "handler": name, "now": time.time()})
