@@ -1,4 +1,5 @@
-"""What `pip install .` installs: the package and py.typed, nothing else (no tests, examples, benchmarks).
+"""What `pip install .` installs: the package, py.typed and the dashboard's static files, nothing else (no
+tests, examples, benchmarks).
 
 Built from a copy of the tree with the running interpreter's setuptools and
 no network (--no-build-isolation): skipped where that setuptools is too old.
@@ -13,7 +14,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_FILES = {p.relative_to(ROOT).as_posix() for p in (ROOT / "webhooklite").rglob("*.py")} | {"webhooklite/py.typed"}
+#: The dashboard's page template, stylesheet, script and icon: served from the package, so in every wheel.
+DASHBOARD_STATIC = {f"webhooklite/dashboard/static/{name}"
+                    for name in ("page.html", "dashboard.css", "dashboard.js", "favicon.svg")}
+PACKAGE_FILES = ({p.relative_to(ROOT).as_posix() for p in (ROOT / "webhooklite").rglob("*.py")} | {"webhooklite/py.typed"}
+                 | DASHBOARD_STATIC)
+
+
+def test_every_static_file_of_the_dashboard_is_listed():
+    found = {p.relative_to(ROOT).as_posix() for p in (ROOT / "webhooklite" / "dashboard" / "static").iterdir()}
+    assert found == DASHBOARD_STATIC
 
 
 def _setuptools_version():
@@ -73,6 +83,7 @@ def test_wheel_holds_the_package_and_py_typed_only(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("webhooklite-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     package = {n for n in names if not n.startswith("webhooklite-")}
+    assert DASHBOARD_STATIC <= package, DASHBOARD_STATIC - package
     assert package == PACKAGE_FILES
     dist_info = {n.split("/", 1)[1] for n in names if n.startswith("webhooklite-")}
     assert {"METADATA", "WHEEL", "RECORD"} <= dist_info
@@ -93,5 +104,6 @@ def test_build_collects_the_package_and_py_typed_only(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     built = {p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*") if p.is_file()}
+    assert DASHBOARD_STATIC <= built, DASHBOARD_STATIC - built
     assert built == PACKAGE_FILES
     check_metadata((tmp_path / "webhooklite.egg-info" / "PKG-INFO").read_text())

@@ -123,6 +123,7 @@ SH_TESTS = {
     "Try it by hand": "test_try_it_by_hand_walk_through",
     "Durable sending (outbox)": "test_worker_process_one_liner",
     "Receive now, handle later (inbox)": "test_inbox_worker_command",
+    "Dashboard": "test_dashboard_command",
     "Serving under gunicorn": "test_wsgi_server_commands",
 }
 #: Which test replays each section's console transcripts.
@@ -479,6 +480,34 @@ def test_inbox_worker_command(tmp_path):
     out, err = worker.communicate()
     assert (tmp_path / "handled.txt").read_text() == "ABC123\n"
     assert code == 0 and "Traceback" not in err, (code, err)
+
+
+@needs_bash
+def test_dashboard_command(tmp_path):
+    (line,) = sh_lines("Dashboard")
+    assert "--port 8080" in line
+    with webhooklite.Outbox(str(tmp_path / "webhooks.db")) as outbox:
+        outbox.add_endpoint("https://example.com/hooks", secret=webhooklite.generate_secret())
+    port = free_port()
+    proc = Proc(["bash", "-c", "exec " + without_comment(line).replace("8080", str(port))], cwd=tmp_path, env=SHELL_ENV)
+    try:
+        url = proc.line().strip()
+        assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/\?token=[\w-]{{43}}", url), url
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        assert r.status == 401 and b"example.com" not in r.read()
+        conn.request("GET", url.split(str(port), 1)[1])  # the printed URL: a cookie, then the page
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 303
+        conn.request("GET", "/", headers={"Cookie": r.getheader("Set-Cookie").split(";")[0]})
+        r = conn.getresponse()
+        assert r.status == 200 and b"https://example.com/hooks" in r.read()
+        conn.close()
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    assert code == 0 and "Traceback" not in proc.stderr, proc.stderr
 
 
 # -- gunicorn and waitress ---------------------------------------------------------------------

@@ -41,7 +41,7 @@ from .saved import FORMAT
 __all__ = ["main", "FORMAT", "COMMANDS"]
 
 #: The modules of this package that add commands, in the order of ``--help``.
-COMMANDS = ("listen", "send", "verify", "secret", "worker", "outbox", "inbox", "check")
+COMMANDS = ("listen", "send", "verify", "secret", "worker", "outbox", "inbox", "check", "dashboard")
 
 
 class _Parser(argparse.ArgumentParser):
