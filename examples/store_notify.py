@@ -53,16 +53,19 @@ def money(amount: float) -> str:
     return "$" + (text[:-3] if text.endswith(".00") else text)
 
 
+def say(line: str) -> None:
+    """Print one whole line at once: with an inbox the handler prints from another thread."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def make_notifier(secret: str, inbox: Optional[str] = None) -> webhooklite.Receiver:
     """App B: the little notification tool (with a durable inbox when ``inbox`` names a file)."""
     receiver = webhooklite.Receiver(secret, inbox=webhooklite.Inbox(inbox) if inbox else None)
 
     @receiver.on("payment.completed")
     def new_order(event: webhooklite.Event) -> None:
-        print(
-            f"New order! Item: {event['item']}, {money(event['amount'])}. Customer: {event['customer']}",
-            flush=True,
-        )
+        say(f"New order! Item: {event['item']}, {money(event['amount'])}. Customer: {event['customer']}")
 
     return receiver
 
@@ -73,7 +76,7 @@ def store(url: str, secret: str) -> int:
     if not delivery.ok:
         print(f"store: could not tell the notifier: {delivery.error}", file=sys.stderr)
         return 1
-    print(f"store: notifier answered {delivery.status} in {delivery.elapsed * 1000:.0f} ms", flush=True)
+    say(f"store: notifier answered {delivery.status} in {delivery.elapsed * 1000:.0f} ms")
     return 0
 
 
