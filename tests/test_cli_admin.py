@@ -254,6 +254,8 @@ def test_inbox_dead_show_retry_replay_stats(db):
                                                                          "due_now": True}
     assert "pending already" in ok("inbox", db.target, "retry", "msg_1")
     assert ok("inbox", db.target, "replay", "--since", "1h").startswith("1 event(s) received since")
+    # A duration no clock can show is a usage error before anything runs, not a traceback after.
+    assert "too long a duration" in error(2, "inbox", db.target, "replay", "--since", "99999999999999999999d")
     events = json.loads(ok("inbox", db.target, "events", "--state", "pending", "--json"))
     assert sorted(e["message_id"] for e in events) == ["msg_0", "msg_1"]
     # The handlers run where the inbox's workers run: msg_1's first handler, which succeeded, is not
@@ -365,4 +367,8 @@ def test_one_duration_helper_reads_what_an_operator_types():
     for bad in ("", "2x", "h", "-1h", "1 h", "2hours"):
         with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
             duration(bad)
+    for too_long in ("99999999999999999999d", "5300w", "3200000000"):
+        with pytest.raises(argparse.ArgumentTypeError, match="too long a duration"):
+            duration(too_long)
+    assert duration("100w") == 100 * 604800
     assert [span(s) for s in (604800, 86400 * 3, 7200, 5400, 90, 0.5)] == ["1w", "3d", "2h", "90m", "90s", "0.5s"]

@@ -113,10 +113,11 @@ def _admits_on_loop(receiver: Receiver, body: bytes) -> bool:
     """Whether ``receiver._admit(h, body)`` is CPU work of microseconds, fit for the event loop.
 
     Only for what is known: an HMAC signature (no ed25519 public key, whose check is ~1 ms
-    of pure Python), a small body, and the in-memory store, whose methods never wait on
-    I/O. Anything else (a SQLiteStore, a custom store, an unknown receiver) runs in a thread.
+    of pure Python), a small body, no inbox (its write waits for a commit), and the in-memory
+    store, whose methods never wait on I/O. Anything else (a SQLiteStore, a custom store, an
+    unknown receiver) runs in a thread.
     """
-    if len(body) > _ON_LOOP_MAX_BODY:
+    if len(body) > _ON_LOOP_MAX_BODY or getattr(receiver, "inbox", True) is not None:
         return False
     signer = getattr(receiver, "_signer", True)
     if signer is not None and getattr(signer, "_public", True):

@@ -460,7 +460,7 @@ class _Crew:
             started = time.time()
             try:
                 outcome = self.e.attempt(job)
-            except Exception as exc:  # a bug or a bad stored value: a failed attempt, never a dead thread
+            except BaseException as exc:  # a bug, a bad stored value, a sys.exit(): a failed attempt, never a dead thread
                 log.exception("%s: attempt of job %s failed unexpectedly", self.e.name, job.id)
                 outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}", elapsed=time.time() - started)
             with self.lock:

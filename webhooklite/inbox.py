@@ -398,7 +398,7 @@ class Inbox:
                 result = handler(event)
                 if hasattr(result, "__await__"):  # async def: on the receiver's own loop
                     receiver._loop().run(result)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in a handler too: it would end this thread silently
                 error = f"{type(exc).__name__}: {exc}"[:1000]
                 log.exception("inbox: handler %s failed on %s event %s", name, etype, message_id)
             took = time.monotonic() - t0
@@ -446,14 +446,15 @@ class Inbox:
         return self.events(DEAD_STATE, limit=limit)
 
     def event(self, event_id: Union[int, str]) -> InboxEvent:
-        """One stored event by its id (or its message id), with each handler's runs (KeyError when none)."""
+        """One stored event, with each handler's runs (KeyError when none): by its id (an int) or its
+        message id (a str; a str of digits that is no message id is taken as the id, as the CLI types it)."""
         def read(conn: Any) -> Optional[InboxEvent]:
             row = self._store.event(conn, event_id)
             return None if row is None else InboxEvent(row, self._store.handlers(conn, row[0]))
 
         found = self._read(read)
         if found is None:
-            raise KeyError(f"no event {event_id!r} in this inbox")
+            raise KeyError(f"no event {event_id} in this inbox")
         return found  # type: ignore[no-any-return]
 
     def retry(self, event_id: Union[int, str]) -> bool:

@@ -136,8 +136,11 @@ class InboxStore:
         return self.b.fetchall(conn, sql, args)
 
     def event(self, conn: Any, event_id: Any) -> Optional[Row]:
-        if isinstance(event_id, str) and not event_id.isdigit():
-            return self.b.fetchone(conn, self.q["event_by_message"], {"message_id": event_id})
+        """An int is a row id; a str a message id, else (all digits, as typed at the CLI) a row id."""
+        if isinstance(event_id, str):
+            row = self.b.fetchone(conn, self.q["event_by_message"], {"message_id": event_id})
+            if row is not None or not event_id.isdigit():
+                return row
         return self.b.fetchone(conn, self.q["event"], {"id": int(event_id)})
 
     def handlers(self, conn: Any, event_id: int) -> List[Row]:

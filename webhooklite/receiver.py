@@ -401,8 +401,7 @@ class Receiver:
         """
         from .server import serve
 
-        self._serving(True)  # the server's stop() stops them
-        serve(self, host, port, **options)
+        serve(self, host, port, **options)  # an inbox's handler threads start once the port is bound
 
     def start(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Any:
         """Serve in a background thread; returns the running server (``.url``, ``.stop()``).
@@ -416,11 +415,12 @@ class Receiver:
         self._serving(True)
         return server
 
-    def _serving(self, on: bool) -> None:
-        """A transport starts or stops serving: an inbox's handler threads follow (unless autostart=False)."""
+    def _serving(self, on: bool, timeout: Optional[float] = None) -> None:
+        """A transport starts or stops serving: an inbox's handler threads follow (unless autostart=False);
+        on stopping, handlers in flight get up to ``timeout`` to finish, then finish in the background."""
         inbox = self.inbox
         if inbox is not None and inbox.autostart:
             if on:
                 inbox.start()
             else:
-                inbox.stop()
+                inbox.stop(timeout)

@@ -242,7 +242,8 @@ class WebhookServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close idle connections, wait up to ``timeout`` for requests in flight.
+        """Stop accepting, close idle connections, wait up to ``timeout`` for requests in flight
+        (and for an inbox's handlers in flight, which then finish in the background).
 
         Answers written meanwhile say ``Connection: close``. The watchdog keeps cutting
         requests off at ``request_timeout`` while stop() waits; at ``timeout`` every
@@ -271,7 +272,8 @@ class WebhookServer:
             self._stopped.set()
             self._wake_r.close()
             self._wake_w.close()
-            self.receiver._serving(False)  # an inbox's handler threads stop with the server
+            # An inbox's handler threads stop with the server, in what is left of the timeout.
+            self.receiver._serving(False, max(0.0, deadline - time.monotonic()))
 
     def _open_connections(self, idle_only: bool) -> int:
         """Shut down the idle connections (all of them unless ``idle_only``); return how many are open."""
@@ -652,6 +654,7 @@ def serve(receiver: Receiver, host: str = "127.0.0.1", port: int = 8000, **optio
     server = WebhookServer(receiver, host, port, **options)
     log.info("webhooklite listening on %s", server.url)
     try:
+        receiver._serving(True)  # the server's stop() stops them
         with until_stopped():
             server.serve_forever()
     finally:

@@ -67,7 +67,7 @@ SQLITE: Dict[str, str] = {
     "first_due": "SELECT min(next_at) FROM webhooklite_inbox WHERE state = 'pending'",
     "claim": (
         f"SELECT i.id, i.message_id, i.type, i.ts, i.headers, i.body, i.tries, {_S_DONE} FROM webhooklite_inbox i "
-        "WHERE i.state = 'pending' AND i.next_at <= :now AND (i.worker IS NULL OR i.worker <> :token) "
+        "WHERE i.state = 'pending' AND i.next_at <= :now "
         "ORDER BY i.next_at, i.id LIMIT :limit"
     ),
     "mark_claimed": f"UPDATE webhooklite_inbox SET worker = :token, next_at = :until WHERE id IN {_S_IDS}",
@@ -123,7 +123,7 @@ SQLITE: Dict[str, str] = {
         "SELECT handler, count(done), sum(failures) FROM webhooklite_inbox_handlers GROUP BY handler ORDER BY handler"
     ),
     "any_pending": "SELECT 1 FROM webhooklite_inbox WHERE state = 'pending' LIMIT 1",
-    "any_due": "SELECT 1 FROM webhooklite_inbox WHERE state = 'pending' AND next_at <= :now AND worker IS NULL LIMIT 1",
+    "any_due": "SELECT 1 FROM webhooklite_inbox WHERE state = 'pending' AND next_at <= :now LIMIT 1",
     "purge_handlers": (
         "DELETE FROM webhooklite_inbox_handlers WHERE event_id IN "
         "(SELECT id FROM webhooklite_inbox WHERE state = 'done' AND updated < :cutoff)"
@@ -176,7 +176,7 @@ POSTGRES: Dict[str, str] = {
     "first_due": "SELECT min(next_at) FROM webhooklite_inbox WHERE state = 'pending'",
     "claim": (
         "WITH due AS (SELECT id FROM webhooklite_inbox WHERE state = 'pending' AND next_at <= %(now)s "
-        "AND (worker IS NULL OR worker <> %(token)s) ORDER BY next_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+        "ORDER BY next_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
         "UPDATE webhooklite_inbox c SET worker = %(token)s, next_at = %(until)s FROM due WHERE c.id = due.id "
         f"RETURNING c.id, c.message_id, c.type, c.ts, c.headers, c.body, c.tries, {_P_DONE}"
     ),
@@ -242,7 +242,7 @@ POSTGRES: Dict[str, str] = {
     ),
     "any_pending": "SELECT 1 FROM webhooklite_inbox WHERE state = 'pending' LIMIT 1",
     "any_due": (
-        "SELECT 1 FROM webhooklite_inbox WHERE state = 'pending' AND next_at <= %(now)s AND worker IS NULL LIMIT 1"
+        "SELECT 1 FROM webhooklite_inbox WHERE state = 'pending' AND next_at <= %(now)s LIMIT 1"
     ),
     "purge_handlers": (
         "DELETE FROM webhooklite_inbox_handlers WHERE event_id IN "

@@ -19,6 +19,8 @@ __all__ = ["duration", "span", "open_part", "ago", "seconds_text", "safe_url", "
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([smhdw]))+|\d+(?:\.\d+)?")
+#: The longest duration taken (100 years): a longer one cannot name a time a clock can show.
+_MAX_DURATION = 100 * 365 * 86400
 
 
 def duration(text: str) -> float:
@@ -30,8 +32,12 @@ def duration(text: str) -> float:
     if not _DURATION.fullmatch(t):
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 2h, 7d)")
     if t[-1].isdigit():
-        return float(t)
-    return float(sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", t)))
+        seconds = float(t)
+    else:
+        seconds = float(sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", t)))
+    if seconds > _MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"too long a duration: {text!r} (at most 100 years)")
+    return seconds
 
 
 def span(seconds: float) -> str:

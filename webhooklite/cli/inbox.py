@@ -47,7 +47,7 @@ def _events(ib: Any, args: argparse.Namespace, style: Style) -> int:
 
 
 def _show(ib: Any, args: argparse.Namespace, style: Style) -> int:
-    e = ib.event(admin.endpoint_ref(args.event))
+    e = ib.event(args.event)  # a message id, else a row id
     if args.json:
         out = _event_json(e)
         out["handlers"] = [{"name": h.name, "done": h.done, "failures": h.failures, "last_error": h.last_error}
@@ -68,7 +68,7 @@ def _show(ib: Any, args: argparse.Namespace, style: Style) -> int:
 
 
 def _retry(ib: Any, args: argparse.Namespace, style: Style) -> int:
-    e = ib.event(admin.endpoint_ref(args.event))
+    e = ib.event(args.event)  # a message id, else a row id
     changed = ib.retry(e.id)
     text = (f"event {e.id} ({e.message_id}): its handlers that have not succeeded run again now" if changed
             else f"event {e.id} is pending already: left as it is")
