@@ -1,4 +1,4 @@
-"""Screenshots of every dashboard page, for the README: real traffic, a real dashboard, headless Chromium.
+"""Screenshots of every dashboard page, for docs/operating.md: real traffic, a real dashboard, headless Chromium.
 
     python benchmarks/screenshots.py                      # writes docs/images/dashboard-*.png
     python benchmarks/screenshots.py --out /tmp/shots     # somewhere else

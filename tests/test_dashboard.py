@@ -342,7 +342,7 @@ def test_the_inbox_page_retries_and_replays(page, site):
     assert page.errors == []
 
 
-# -- the README's pictures ---------------------------------------------------------------------------------
+# -- the docs' pictures -------------------------------------------------------------------------------------
 
 
 def test_the_screenshot_script_photographs_every_page(chromium, tmp_path):
@@ -356,8 +356,8 @@ def test_the_screenshot_script_photographs_every_page(chromium, tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
     assert out.returncode == 0, out.stderr
     made = sorted(p.name for p in tmp_path.glob("*.png"))
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = sorted(set(re.findall(r"\(docs/images/(dashboard-[a-z]+\.png)\)", readme)))
+    page = (ROOT / "docs" / "operating.md").read_text(encoding="utf-8")
+    shown = sorted(set(re.findall(r"\(images/(dashboard-[a-z]+\.png)\)", page)))
     assert made == shown == sorted(p.name for p in (ROOT / "docs" / "images").glob("dashboard-*.png"))
     assert len(made) == 6
     for name in made:

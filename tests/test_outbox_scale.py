@@ -17,7 +17,7 @@ from conftest import DB, SECRET, need_module
 from test_outbox import raw, wait_until  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+OUTBOX_DOCS = (ROOT / "docs" / "outbox.md").read_text(encoding="utf-8")
 
 
 # -- your own database --------------------------------------------------------------------------
@@ -160,11 +160,11 @@ def test_send_with_a_psycopg2_connection(raw, postgres):
         assert outbox.drain(timeout=10) and server.ids() == [mid]
 
 
-# The README's recipes (one ```python recipes block), run as typed after a preamble
+# docs/outbox.md's recipes (one ```python recipes block), run as typed after a preamble
 # that makes what they assume (DATABASE_URL, outbox, engine, an orders table).
 def _recipes():
-    """The README's one block of recipes, cut at its "# psycopg", "# Django", "# SQLAlchemy" headers."""
-    block = re.search(r"```python recipes\n(.*?)```", README, flags=re.S).group(1)
+    """docs/outbox.md's one block of recipes, cut at its "# psycopg", "# Django", "# SQLAlchemy" headers."""
+    block = re.search(r"```python recipes\n(.*?)```", OUTBOX_DOCS, flags=re.S).group(1)
     parts = re.split(r"^# (psycopg|Django|SQLAlchemy)\b[^\n]*\n", block, flags=re.M)
     return {name.lower(): code.strip() + "\n" for name, code in zip(parts[1::2], parts[2::2])}
 
@@ -223,7 +223,7 @@ print(sorted(events))
 
 
 def _run_recipe(db, recipe):
-    need_module(recipe, f"the README's {recipe} recipe")
+    need_module(recipe, f"docs/outbox.md's {recipe} recipe")
     if db.kind == "postgres":
         need_module("psycopg", "the recipes on PostgreSQL use psycopg 3")
     webhooklite.Outbox(db.target).close()  # the tables, so the app's table can live beside them

@@ -1,4 +1,4 @@
-"""Every status the README's table lists, over every transport, and the receiver keeps serving after each."""
+"""Every status in the table of docs/receiving.md, over every transport; the receiver keeps serving after each."""
 import time
 
 import pytest
