@@ -653,3 +653,25 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(no_color):
             proc.wait(5)
         os.close(master)
         proc.stderr.close()
+
+
+def test_send_under_stripe_puts_an_id_in_the_body_so_two_sends_are_two_events():
+    """Stripe signs no id header: a receiver dedupes on the body's "id" (else on the signed
+    timestamp and body, which two sends of the same DATA within a second share)."""
+    stripe_secret = "whsec_test_cli_stripe"
+    with App(stripe_secret, scheme="stripe") as app:
+        outs = [cli("send", app.url, "payment_intent.succeeded", '{"amount": 2500}', "--scheme", "stripe",
+                    "--secret", stripe_secret) for _ in range(2)]
+        assert all(o.returncode == 0 and '"status":"ok"' in o.stdout for o in outs), [o.stdout for o in outs]
+        printed = [re.search(r"id: (\S+)", o.stdout).group(1) for o in outs]
+        assert [e.id for e in app.events] == printed and printed[0] != printed[1]
+        assert all(json.loads(e.body)["id"] == e.id for e in app.events)
+        # DATA's own "id" is the id: sent twice, the second is a duplicate, as Stripe's redelivery would be.
+        for expected in ('"status":"ok"', '"status":"duplicate"'):
+            out = cli("send", app.url, "payment_intent.succeeded", '{"id": "evt_own", "amount": 1}',
+                      "--scheme", "stripe", "--secret", stripe_secret)
+            assert out.returncode == 0 and expected in out.stdout and "id: evt_own" in out.stdout, out.stdout
+        assert [e.id for e in app.events][2:] == ["evt_own"]
+        bad = cli("send", app.url, "payment_intent.succeeded", '{"id": "evt\\nX-Evil: 1"}', "--scheme", "stripe",
+                  "--secret", stripe_secret)
+        assert "DATA's \"id\"" in one_line_error(bad, 2)

@@ -127,7 +127,12 @@ class Sender:
         return self.deliver(body, msg_id=msg_id, event=event)
 
     def post(self, payload: Any, *, id: Optional[str] = None) -> Delivery:
-        """POST any JSON as is, no envelope (Slack, Discord, your own format)."""
+        """POST any JSON as is, no envelope (Slack, Discord, your own format).
+
+        Under ``scheme="stripe"`` give the payload its own ``"id"``: Stripe signs no id header,
+        so a receiver dedupes on the body's ``id``, else on the signed timestamp and body (two
+        identical payloads signed in the same second are then one message).
+        """
         body = payload if isinstance(payload, bytes) else encode_json(payload)
         return self.deliver(body, msg_id=id)
 

@@ -1,7 +1,7 @@
 """Dedupe stores: which message ids a receiver has already handled.
 
 A store is any object with three methods (several hosts can share one, e.g.
-on Redis; see the README):
+on Redis; see docs/receiving.md, "A dedupe store for several hosts"):
 
 ``begin(id) -> "new" | "done" | "busy"``
     "new": this caller handles the message now; "done": its handlers already

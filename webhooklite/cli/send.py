@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from .._wire import check_value
 from ..events import encode_event
 from ..sender import RETRY_STATUSES, Delivery, Retry, Sender
 from ..signing import SCHEMES, new_message_id
@@ -95,6 +96,16 @@ def cmd_send(args: argparse.Namespace) -> int:
     else:
         raw, source = _read_data(args.data)
         data = _parse_json(raw, source)
+    msg_id = new_message_id()
+    # Stripe signs no id header: its receivers dedupe on the body's "id". DATA's own is the id;
+    # without one the envelope carries the message id there, as Sender.send() does.
+    own_id = args.scheme == "stripe" and isinstance(data, dict) and "id" in data
+    if own_id:
+        msg_id = str(data["id"])
+        try:
+            check_value("DATA's \"id\"", msg_id)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     if args.raw:
         body = raw  # exactly the bytes given (checked to be JSON above)
     else:
@@ -104,7 +115,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                 "(use --raw to post other JSON as is)"
             )
         try:
-            body = encode_event(args.event, data)
+            body = encode_event(args.event, data, id=msg_id if args.scheme == "stripe" and not own_id else None)
         except (ValueError, TypeError) as e:
             raise UsageError(str(e)) from None
     signer = options.signer(args.secret, args.scheme)
@@ -127,7 +138,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         )
 
     with sender:
-        d = sender.deliver(body, event=args.event, on_retry=on_retry)
+        d = sender.deliver(body, msg_id=msg_id, event=args.event, on_retry=on_retry)
     n, elapsed, msg_id = d.attempts, d.elapsed, d.id
     _print_result(d.status, d.error, n, elapsed, msg_id, d.response_body, style)
     if not d.ok:
