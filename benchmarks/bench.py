@@ -230,7 +230,7 @@ def bench_receiver(args, results: dict) -> None:
     kinds = args.receivers.split(",")
     if args.baseline:
         BASELINE[0] = os.path.abspath(args.baseline)
-        kinds += [k + BASE for k in kinds if k in ("webhooklite", "asgi", "asgi-async")]
+        kinds += [k + BASE for k in kinds if k in ("webhooklite", "inbox", "asgi", "asgi-async")]
     unknown = {k for k in kinds if not k.endswith(BASE)} - {k for k, _ in RECEIVERS}
     if unknown or "webhooklite" not in kinds:
         sys.exit(f"--receivers: unknown {sorted(unknown)}; webhooklite is always one (the ratios' numerator)")
@@ -570,7 +570,7 @@ def report(args, results: dict) -> str:
         target("Receiver ≥ 3x Flask + standardwebhooks on gunicorn", "webhooklite", "flask", 3.0)
         target(f"Receiver ≥ 2x FastAPI + standardwebhooks on uvicorn ({uv})", "webhooklite", "fastapi", 2.0)
         target("receiver.asgi (sync handler) ≥ 1.3x FastAPI's route, both on that uvicorn", "asgi", "fastapi", 1.3)
-        for kind in ("webhooklite", "asgi", "asgi-async"):
+        for kind in ("webhooklite", "inbox", "asgi", "asgi-async"):
             target(f"{kind} now ÷ {kind} at the baseline (not a target)", kind, kind + BASE, 1.0)
         target("receiver.asgi (async def handler) ≥ 1.3x FastAPI's route, both on that uvicorn",
                "asgi-async", "fastapi", 1.3)

@@ -61,6 +61,9 @@ _PREFETCH_MIN, _PREFETCH_MAX, _PREFETCH_SECONDS = 2, 64, 0.1
 _FLUSH_AT = 64
 #: ...and the longest they wait otherwise (seconds).
 _FLUSH_DELAY = 0.02
+#: A wake-up (new work stored) starts a round no sooner than this after the last one began, so a
+#: stream of sends or stored events is claimed a batch per round, not one round each (seconds).
+_KICK_GAP = 0.005
 
 #: What an outcome became.
 DONE, RETRY, DEAD = "done", "retry", "dead"
@@ -367,6 +370,7 @@ class _Crew:
         self.next_due = float("inf")
         self.rr = 0
         self.kick = True
+        self.round_started = 0.0  # when the last round began (monotonic)
         self.rounding = False  # a round is between reading the queues and updating them
         self.stopping = False
         self.max_budget = 0.0  # the longest attempt budget of the open lanes
@@ -485,7 +489,9 @@ class _Crew:
 
     def urgent(self) -> bool:
         """Whether the dispatcher should go round now (called with the lock held)."""
-        if self.kick or self.stopping or self.closing or len(self.results) >= _FLUSH_AT:
+        if self.stopping or self.closing or len(self.results) >= _FLUSH_AT:
+            return True
+        if self.kick and time.monotonic() - self.round_started >= _KICK_GAP:
             return True
         return any(len(self.queues.get(lane, ())) < self.depth(lane) // 2 for lane in self.more)
 
@@ -499,6 +505,7 @@ class _Crew:
                 with self.lock:
                     results, self.results = self.results, []
                     self.kick = False
+                    self.round_started = time.monotonic()
                     stopping = self.stopping
                     room: Optional[Dict[Lane, int]] = None
                     if not stopping:
@@ -556,6 +563,8 @@ class _Crew:
                         left = until - time.monotonic()
                         if self.results and not failed:
                             left = min(left, self.first_result + _FLUSH_DELAY - time.monotonic())
+                        if self.kick:
+                            left = min(left, self.round_started + _KICK_GAP - time.monotonic())
                         if left <= 0:
                             break
                         self.disp_cv.wait(left)

@@ -87,11 +87,14 @@ def _since(when: Union[float, datetime.datetime, None]) -> Optional[float]:
 
 
 class _Slot:
+    """One request waiting for its row's commit: ``ready`` is a lock held until then (lighter than an Event)."""
+
     __slots__ = ("row", "ready", "lead", "result", "error")
 
     def __init__(self, row: Tuple[Any, ...]) -> None:
         self.row = row
-        self.ready = threading.Event()
+        self.ready = threading.Lock()
+        self.ready.acquire()
         self.lead = False
         self.result = False
         self.error: Optional[BaseException] = None
@@ -119,7 +122,7 @@ class _GroupCommit:
             if not self._busy:
                 self._busy = slot.lead = True
         if not slot.lead:
-            slot.ready.wait()  # done by another's batch, or made the next writer
+            slot.ready.acquire()  # released when another's batch committed it, or made this the next writer
         if slot.lead:
             with self._lock:
                 batch, self._queue = self._queue, []
@@ -132,11 +135,12 @@ class _GroupCommit:
             with self._lock:
                 if self._queue:
                     self._queue[0].lead = True
-                    self._queue[0].ready.set()
+                    self._queue[0].ready.release()
                 else:
                     self._busy = False
             for s in batch:
-                s.ready.set()
+                if s is not slot:
+                    s.ready.release()
         if slot.error is not None:
             raise slot.error
         return slot.result
@@ -305,7 +309,8 @@ class Inbox:
         """
         message_id = event.id or new_message_id()  # no id to dedupe on: every copy is stored
         ts = int(event.timestamp.timestamp()) if event.timestamp is not None else None
-        row = (message_id, event.type, ts, json.dumps(dict(event.headers.items())), event.body)
+        h = event.headers
+        row = (message_id, event.type, ts, json.dumps(h._d if type(h) is Headers else dict(h.items())), event.body)
         new = self._group.put(row)
         if new:
             if self.autostart and not self._engine.running and self._receiver is not None:
