@@ -131,11 +131,11 @@ def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: f
             time.sleep(0.05)
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, within: float = 15) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
     try:
-        return proc.wait(15)
+        return proc.wait(within)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
@@ -842,7 +842,10 @@ def test_wsgi_server_commands(line, tmp_path):
         assert (response.status, response.read()) == (200, b'{"status":"ok"}')
         conn.close()
     finally:
-        code = stop(proc, signal.SIGTERM if server == "gunicorn" else signal.SIGINT)
+        # gunicorn: a worker still booting when the master passes SIGTERM on swallows it (the
+        # master's handler is still installed in it until the worker sets its own), and the master
+        # then waits out its graceful timeout, 30 s, before SIGKILL. Seen on a loaded 2-core CI.
+        code = stop(proc, signal.SIGTERM, within=40) if server == "gunicorn" else stop(proc, signal.SIGINT)
         out, err = proc.communicate()
     assert out.count("New order! Item: Blue T-Shirt. Customer: Jane D.") == 2, out + err  # msg_wsgi, msg_chunked
     assert "Traceback" not in err, err
