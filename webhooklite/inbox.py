@@ -275,8 +275,8 @@ class Inbox:
         with self._lock:
             try:
                 return fn(self._conn())
-            except StorageError:
-                self._drop()
+            except StorageError as e:
+                self._drop(e)
                 raise
 
     def _write(self, fn: Any) -> Any:
@@ -285,12 +285,13 @@ class Inbox:
             try:
                 with self.backend.transaction(conn):
                     return fn(conn)
-            except StorageError:
-                self._drop()
+            except StorageError as e:
+                self._drop(e)
                 raise
 
-    def _drop(self) -> None:
-        if self._api_conn is not None and self.backend.broken(self._api_conn):
+    def _drop(self, error: StorageError) -> None:
+        """The server dropped the API connection (or it cannot be trusted): a new one on next use."""
+        if self._api_conn is not None and self.backend.unusable(self._api_conn, error):
             self.backend.close(self._api_conn)
             self._api_conn = None
 

@@ -357,7 +357,7 @@ class Outbox:
             try:
                 yield self._api_conn
             except StorageError as e:
-                if self._batch_depth == 0 and (e.lost or self.backend.broken(self._api_conn)):
+                if self._batch_depth == 0 and self.backend.unusable(self._api_conn, e):
                     self.backend.close(self._api_conn)
                     self._api_conn = None
                 raise

@@ -80,7 +80,7 @@ class PostgresStore:
                 b = self._backend
                 return b.fetchall(self._c(), query, params) if fetch else b.execute(self._c(), query, params)
             except StorageError as e:
-                if self._conn is not None and (e.lost or self._backend.broken(self._conn)):
+                if self._conn is not None and self._backend.unusable(self._conn, e):
                     self._backend.close(self._conn)
                     self._conn = None
                 raise

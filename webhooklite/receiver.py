@@ -396,8 +396,8 @@ class Receiver:
     def serve(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
         """Serve on ``host:port`` until Ctrl-C or SIGTERM, then return normally.
 
-        http.server-based: fine for small deployments and trying things; for
-        production behind a proxy, serve this WSGI app with gunicorn.
+        webhooklite's own threaded HTTP/1.1 server (``server.py``, a thread per connection):
+        fine for small deployments; behind a proxy with many workers, serve this WSGI app with gunicorn.
         """
         from .server import serve
 

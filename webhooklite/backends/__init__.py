@@ -62,6 +62,10 @@ class Backend:
         """Whether a connection is no longer usable (dropped by the server): open a new one."""
         return False
 
+    def unusable(self, conn: Any, error: "StorageError") -> bool:
+        """After ``error`` on ``conn``: whether to replace the connection (lost, or broken as the driver says)."""
+        return error.lost or self.broken(conn)
+
     def abandon(self, conn: Any) -> None:
         """In a child after fork(): never use the parent's connection, nor close it (its socket is shared)."""
         from ..store import _ABANDONED

@@ -85,6 +85,25 @@ def open_part(target: str, part: str) -> Any:
         raise UsageError(str(e)) from None
 
 
+def run_action(args: argparse.Namespace, part: str, actions: Any) -> int:
+    """``outbox DB ACTION`` / ``inbox DB ACTION``: open the part, run the action, close it; what the
+    library refuses (no such id, a disabled endpoint, the database gone) is one line and exit 1."""
+    import sys
+
+    from ..backends import StorageError
+    from .output import Style
+
+    opened = open_part(args.db, part)
+    try:
+        return int(actions[args.action](opened, args, Style.for_stream(sys.stdout)))
+    except KeyError as e:  # no such delivery, endpoint or event
+        raise Failure(str(e.args[0]) if e.args else "not found") from None
+    except (ValueError, StorageError) as e:  # a retry to a disabled endpoint, the database unreachable
+        raise Failure(str(e)) from None
+    finally:
+        opened.close()
+
+
 def _check_file(path: str, part: str) -> None:
     if not os.path.exists(path):
         raise UsageError(f"no such {part} file: {path}")

@@ -10,12 +10,11 @@ Every action is a call of the :class:`~webhooklite.Inbox` API. Nothing here runs
 1 not found or not possible, 2 a usage error (no such file, a file that is not an inbox).
 """
 import argparse
-import sys
 import time
 from typing import Any, Dict, List
 
 from . import admin
-from .output import OK, Failure, Style, clean, print_json, show_body, table, write
+from .output import OK, Style, clean, print_json, show_body, table, write
 
 __all__ = ["register"]
 
@@ -116,18 +115,7 @@ _ACTIONS = {"events": _events, "dead": _events, "show": _show, "retry": _retry, 
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
-    from ..backends import StorageError
-
-    style = Style.for_stream(sys.stdout)
-    ib = admin.open_part(args.db, "inbox")
-    try:
-        return _ACTIONS[args.action](ib, args, style)
-    except KeyError as e:
-        raise Failure(str(e.args[0]) if e.args else "not found") from None
-    except (ValueError, StorageError) as e:
-        raise Failure(str(e)) from None
-    finally:
-        ib.close()
+    return admin.run_action(args, "inbox", _ACTIONS)
 
 
 def register(sub: "argparse._SubParsersAction[Any]", fmt: Any) -> None:

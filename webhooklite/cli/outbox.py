@@ -20,7 +20,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import admin
-from .output import OK, Failure, Style, UsageError, clean, print_json, status_text, table, write
+from .output import OK, Style, UsageError, clean, print_json, status_text, table, write
 
 __all__ = ["register"]
 
@@ -237,20 +237,7 @@ _ACTIONS = {
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from ..backends import StorageError
-
-    style = Style.for_stream(sys.stdout)
-    ob = admin.open_part(args.db, "outbox")
-    try:
-        return _ACTIONS[args.action](ob, args, style)
-    except KeyError as e:  # no such delivery or endpoint
-        raise Failure(str(e.args[0]) if e.args else "not found") from None
-    except ValueError as e:  # a retry to a disabled endpoint...
-        raise Failure(str(e)) from None
-    except StorageError as e:
-        raise Failure(str(e)) from None
-    finally:
-        ob.close()
+    return admin.run_action(args, "outbox", _ACTIONS)
 
 
 # -- the command line ----------------------------------------------------------------------
