@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type
 
 from . import Backend, StorageError, describe_target
+from .outbox_sql import CONFIG, DELIVERY, ENDPOINT, HEAD
 
 __all__ = ["PostgresBackend", "QUERIES", "SCHEMAS", "MIGRATIONS", "driver"]
 
@@ -111,23 +112,7 @@ CREATE INDEX webhooklite_attempts_at ON webhooklite_attempts (at)
 """
 
 _IDS = "ANY(%(ids)s)"
-_HEAD = (  # not behind an unsettled delivery to the same endpoint with the same ordering key
-    "(d.key IS NULL OR NOT EXISTS ("
-    "SELECT 1 FROM webhooklite_deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.key = d.key "
-    "AND p.state = 'pending' AND p.id < d.id))"
-)
-_CLAIMABLE = "d.state = 'pending' AND d.next_at <= %(now)s AND " + _HEAD  # due, and first in its key
-_DELIVERY = (
-    "SELECT d.id, d.message_id, d.endpoint_id, e.url, m.event, d.state, d.attempts, d.tries, d.next_at, "
-    "d.last_status, d.last_error, d.created, d.updated, m.body, m.tenant, d.key "
-    "FROM webhooklite_deliveries d JOIN webhooklite_messages m ON m.id = d.message_id "
-    "LEFT JOIN webhooklite_endpoints e ON e.id = d.endpoint_id"
-)
-_ENDPOINT = (
-    "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created, tenant, last_success, "
-    "failing_since FROM webhooklite_endpoints"
-)
-_CONFIG = "SELECT id, tenant, url, secret, scheme, events, headers, timeout, enabled FROM webhooklite_endpoints"
+_CLAIMABLE = "d.state = 'pending' AND d.next_at <= %(now)s AND " + HEAD  # due, and first in its key
 
 QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     # -- sending
@@ -148,7 +133,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     # When each lane's next claimable delivery is due (not a follower blocked behind its key's head).
     "first_due": (
         "SELECT e.id, (SELECT d.next_at FROM webhooklite_deliveries d "
-        f"WHERE d.endpoint_id = e.id AND d.state = 'pending' AND {_HEAD} ORDER BY d.next_at LIMIT 1) "
+        f"WHERE d.endpoint_id = e.id AND d.state = 'pending' AND {HEAD} ORDER BY d.next_at LIMIT 1) "
         "FROM unnest(%(ids)s::bigint[]) AS e(id)"
     ),
     # One statement: pick due rows nobody holds a lock on, and mark them ours.
@@ -205,8 +190,8 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     ),
 
     # -- endpoints
-    "endpoint_config": f"{_CONFIG} WHERE id = %(id)s",
-    "endpoint_find": f"{_CONFIG} WHERE tenant = %(tenant)s AND url = %(url)s",
+    "endpoint_config": f"{CONFIG} WHERE id = %(id)s",
+    "endpoint_find": f"{CONFIG} WHERE tenant = %(tenant)s AND url = %(url)s",
     "endpoints_by_url": "SELECT id, tenant FROM webhooklite_endpoints WHERE url = %(url)s ORDER BY id",
     "endpoint_insert": (
         "INSERT INTO webhooklite_endpoints (tenant, url, secret, scheme, events, headers, timeout, created) "
@@ -225,7 +210,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_endpoints SET enabled = true, disabled_reason = NULL, failing_since = NULL, "
         "version = version + 1 WHERE id = %(id)s"
     ),
-    "endpoints": f"{_ENDPOINT} ORDER BY id",
+    "endpoints": f"{ENDPOINT} ORDER BY id",
     "remove_attempts": (
         "DELETE FROM webhooklite_attempts WHERE delivery_id IN "
         "(SELECT id FROM webhooklite_deliveries WHERE endpoint_id = %(id)s)"
@@ -234,7 +219,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "remove_endpoint": "DELETE FROM webhooklite_endpoints WHERE id = %(id)s",
 
     # -- inspecting
-    "deliveries": _DELIVERY,
+    "deliveries": DELIVERY,
     "where_pending": "d.state = 'pending'",
     "where_delivered": "d.state = 'delivered'",
     "where_dead": "d.state = 'dead'",
@@ -243,7 +228,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "where_before": "d.id < %(before)s",
     "where_ids": f"d.id = {_IDS}",
     "newest_first": "ORDER BY d.id DESC LIMIT %(limit)s",
-    "delivery": f"{_DELIVERY} WHERE d.id = %(id)s",
+    "delivery": f"{DELIVERY} WHERE d.id = %(id)s",
     "attempts": (
         "SELECT at, status, duration, response, error, worker FROM webhooklite_attempts "
         "WHERE delivery_id = %(id)s ORDER BY id"

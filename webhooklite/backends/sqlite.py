@@ -18,6 +18,7 @@ import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import Backend, StorageError
+from .outbox_sql import CONFIG, DELIVERY, ENDPOINT, HEAD
 
 __all__ = ["SQLiteBackend", "QUERIES", "SCHEMAS", "MIGRATIONS", "BUSY_TIMEOUT", "MIN_VERSION"]
 
@@ -167,23 +168,7 @@ MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3}
 
 # -- queries -------------------------------------------------------------------------------
 
-_HEAD = (  # not behind an unsettled delivery to the same endpoint with the same ordering key
-    "(d.key IS NULL OR NOT EXISTS ("
-    "SELECT 1 FROM webhooklite_deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.key = d.key "
-    "AND p.state = 'pending' AND p.id < d.id))"
-)
-_CLAIMABLE = "d.state = 'pending' AND d.next_at <= :now AND " + _HEAD  # due, and first in its key
-_DELIVERY = (
-    "SELECT d.id, d.message_id, d.endpoint_id, e.url, m.event, d.state, d.attempts, d.tries, d.next_at, "
-    "d.last_status, d.last_error, d.created, d.updated, m.body, m.tenant, d.key "
-    "FROM webhooklite_deliveries d JOIN webhooklite_messages m ON m.id = d.message_id "
-    "LEFT JOIN webhooklite_endpoints e ON e.id = d.endpoint_id"
-)
-_ENDPOINT = (
-    "SELECT id, url, events, scheme, headers, timeout, enabled, disabled_reason, created, tenant, last_success, "
-    "failing_since FROM webhooklite_endpoints"
-)
-_CONFIG = "SELECT id, tenant, url, secret, scheme, events, headers, timeout, enabled FROM webhooklite_endpoints"
+_CLAIMABLE = "d.state = 'pending' AND d.next_at <= :now AND " + HEAD  # due, and first in its key
 
 QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     # -- sending: fan-out at send time, in the sender's transaction
@@ -204,7 +189,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     # When each lane's next claimable delivery is due (not a follower blocked behind its key's head).
     "first_due": (
         "SELECT j.value, (SELECT d.next_at FROM webhooklite_deliveries d "
-        f"WHERE d.endpoint_id = j.value AND d.state = 'pending' AND {_HEAD} ORDER BY d.next_at LIMIT 1) "
+        f"WHERE d.endpoint_id = j.value AND d.state = 'pending' AND {HEAD} ORDER BY d.next_at LIMIT 1) "
         "FROM json_each(:ids) j"
     ),
     "claim": (
@@ -262,8 +247,8 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     ),
 
     # -- endpoints
-    "endpoint_config": f"{_CONFIG} WHERE id = :id",
-    "endpoint_find": f"{_CONFIG} WHERE tenant = :tenant AND url = :url",
+    "endpoint_config": f"{CONFIG} WHERE id = :id",
+    "endpoint_find": f"{CONFIG} WHERE tenant = :tenant AND url = :url",
     "endpoints_by_url": "SELECT id, tenant FROM webhooklite_endpoints WHERE url = :url ORDER BY id",
     "endpoint_insert": (
         "INSERT INTO webhooklite_endpoints (tenant, url, secret, scheme, events, headers, timeout, created) "
@@ -280,7 +265,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
         "UPDATE webhooklite_endpoints SET enabled = 1, disabled_reason = NULL, failing_since = NULL, "
         "version = version + 1 WHERE id = :id"
     ),
-    "endpoints": f"{_ENDPOINT} ORDER BY id",
+    "endpoints": f"{ENDPOINT} ORDER BY id",
     "remove_attempts": (
         "DELETE FROM webhooklite_attempts WHERE delivery_id IN "
         "(SELECT id FROM webhooklite_deliveries WHERE endpoint_id = :id)"
@@ -289,7 +274,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "remove_endpoint": "DELETE FROM webhooklite_endpoints WHERE id = :id",
 
     # -- inspecting: the filters are ANDed after "deliveries"; state is a literal so partial indexes apply
-    "deliveries": _DELIVERY,
+    "deliveries": DELIVERY,
     "where_pending": "d.state = 'pending'",
     "where_delivered": "d.state = 'delivered'",
     "where_dead": "d.state = 'dead'",
@@ -298,7 +283,7 @@ QUERIES: Dict[str, Dict[str, str]] = {"outbox": {
     "where_before": "d.id < :before",
     "where_ids": f"d.id IN {_IDS}",
     "newest_first": "ORDER BY d.id DESC LIMIT :limit",
-    "delivery": f"{_DELIVERY} WHERE d.id = :id",
+    "delivery": f"{DELIVERY} WHERE d.id = :id",
     "attempts": (
         "SELECT at, status, duration, response, error, worker FROM webhooklite_attempts "
         "WHERE delivery_id = :id ORDER BY id"
