@@ -408,6 +408,12 @@ class _Crew:
         return done
 
     def wake(self) -> None:
+        # Once kicked, the dispatcher goes round within _KICK_GAP whatever comes meanwhile: a
+        # notify per new row would wake it only to wait again (a thread switch per batch stored).
+        # Read without the lock: a round clears the flag before it claims, and the caller's
+        # rows are committed before this reads it, so a flag still set means a claim to come.
+        if self.kick:
+            return
         with self.lock:
             self.kick = True
             self.disp_cv.notify()
