@@ -139,6 +139,7 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
         return await _threads().run(receiver.process, h, body)  # one hop for the whole request
     else:
         admitted = await _threads().run(receiver._admit, h, body)  # a store's begin() may block
+    assert admitted is not None  # None is for a reply (the built-in server's): never here
     if isinstance(admitted, Response):
         return receiver._count(admitted)
     event, handlers = admitted

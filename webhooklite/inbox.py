@@ -43,6 +43,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._signals import until_stopped
+from ._writer import Writer
 from .backends import Backend, StorageError, open_backend
 from .engine import Engine, Job, Outcome
 from .events import Event, decode_body, utc
@@ -84,66 +85,6 @@ def _since(when: Union[float, datetime.datetime, None]) -> Optional[float]:
     if when.tzinfo is None:
         raise ValueError("give an aware datetime (with tzinfo) or Unix seconds")
     return when.timestamp()
-
-
-class _Slot:
-    """One request waiting for its row's commit: ``ready`` is a lock held until then (lighter than an Event)."""
-
-    __slots__ = ("row", "ready", "lead", "result", "error")
-
-    def __init__(self, row: Tuple[Any, ...]) -> None:
-        self.row = row
-        self.ready = threading.Lock()
-        self.ready.acquire()
-        self.lead = False
-        self.result = False
-        self.error: Optional[BaseException] = None
-
-
-class _GroupCommit:
-    """Concurrent puts share one transaction: group commit.
-
-    Every request still waits for its own row to be committed before it is answered, but
-    when 32 arrive at once they share one commit (and, on sqlite's synchronous=FULL, one
-    fsync: about 270 us here) instead of queueing for 32. The first caller writes; those who
-    come while it does wait, and the first of them writes their batch next.
-    """
-
-    def __init__(self, write: Any) -> None:
-        self._write = write
-        self._lock = threading.Lock()
-        self._queue: List[_Slot] = []
-        self._busy = False
-
-    def put(self, row: Tuple[Any, ...]) -> bool:
-        slot = _Slot(row)
-        with self._lock:
-            self._queue.append(slot)
-            if not self._busy:
-                self._busy = slot.lead = True
-        if not slot.lead:
-            slot.ready.acquire()  # released when another's batch committed it, or made this the next writer
-        if slot.lead:
-            with self._lock:
-                batch, self._queue = self._queue, []
-            try:
-                for s, new in zip(batch, self._write([s.row for s in batch])):
-                    s.result = new
-            except BaseException as e:  # each waiting request answers 503 (or re-raises, for KeyboardInterrupt)
-                for s in batch:
-                    s.error = e
-            with self._lock:
-                if self._queue:
-                    self._queue[0].lead = True
-                    self._queue[0].ready.release()
-                else:
-                    self._busy = False
-            for s in batch:
-                if s is not slot:
-                    s.ready.release()
-        if slot.error is not None:
-            raise slot.error
-        return slot.result
 
 
 class HandlerRun:
@@ -243,7 +184,7 @@ class Inbox:
 
     def _init_state(self) -> None:
         self._lock = threading.RLock()
-        self._group = _GroupCommit(self._put_many)
+        self._group = Writer(self._put_many, self._stored, "inbox-writer")  # group commit
         self._local = threading.local()  # a handler thread's own connection, for writing its successes
         self._runs: Dict[Tuple[str, str], int] = {}  # (handler, outcome) -> runs, for metrics()
         self._runs_lock = threading.Lock()
@@ -308,16 +249,25 @@ class Inbox:
 
         Raises StorageError when the database cannot take it (the receiver answers 503).
         """
+        return self._group.put(self._row(event))
+
+    def _put_later(self, event: Event, done: Any) -> None:
+        """As :meth:`put`, but return at once: ``done(new, error)`` is called on the inbox's writer
+        thread once the row is committed (the built-in server answers from there)."""
+        self._group.put_later(self._row(event), done)
+
+    @staticmethod
+    def _row(event: Event) -> Tuple[Any, ...]:
         message_id = event.id or new_message_id()  # no id to dedupe on: every copy is stored
         ts = int(event.timestamp.timestamp()) if event.timestamp is not None else None
         h = event.headers
-        row = (message_id, event.type, ts, json.dumps(h._d if type(h) is Headers else dict(h.items())), event.body)
-        new = self._group.put(row)
-        if new:
-            if self.autostart and not self._engine.running and self._receiver is not None:
-                self.start()  # the first delivery in this process (gunicorn, uvicorn workers) starts its handlers
-            self._engine.wake()
-        return new
+        return (message_id, event.type, ts, json.dumps(h._d if type(h) is Headers else dict(h.items())), event.body)
+
+    def _stored(self) -> None:
+        """A batch stored new events: their handlers are due now."""
+        if self.autostart and not self._engine.running and self._receiver is not None and not self._closed:
+            self.start()  # the first delivery in this process (gunicorn, uvicorn workers) starts its handlers
+        self._engine.wake()
 
     def _put_many(self, rows: List[Tuple[Any, ...]]) -> List[bool]:
         """Store rows in one transaction (one commit, one fsync, for every request waiting on it)."""
@@ -375,7 +325,8 @@ class Inbox:
             self.stop()
 
     def close(self) -> None:
-        """Stop the workers and close the connection."""
+        """Stop the workers and close the connection (deliveries being stored are stored first)."""
+        self._group.close()
         self.stop()
         with self._lock:
             if not self._closed:

@@ -104,6 +104,14 @@ _INBOX_DOWN = _fixed(503, {"error": "the delivery could not be stored right now;
 _BAD_LENGTH = _fixed(400, {"error": "Content-Length is not a number (or its values differ)"})
 
 
+def _stored_answer(new: Optional[bool], error: Optional[BaseException]) -> Response:
+    """The answer to a delivery handed to the inbox: stored (202), a stored id (200), or not stored (503)."""
+    if error is not None:  # the database is down, full, locked: the sender retries later
+        log.error("webhook not stored (503): the inbox failed: %s", error)
+        return _INBOX_DOWN
+    return _ACCEPTED if new else _DUPLICATE
+
+
 def _unsigned_timestamp(h: Headers) -> Optional[int]:
     return parse_uint(h.get("webhook-timestamp") or h.get("svix-timestamp") or "")
 
@@ -239,11 +247,20 @@ class Receiver:
 
     def process(self, h: Headers, body: bytes) -> Response:
         """The steps after :meth:`check`: signature, body, duplicate, handlers."""
-        return self._count(self._process(h, body))
+        response = self._process(h, body)
+        assert response is not None  # None is for a reply (see _answer): never here
+        return self._count(response)
 
-    def _process(self, h: Headers, body: bytes) -> Response:
-        admitted = self._admit(h, body)
-        if isinstance(admitted, Response):
+    def _answer(self, h: Headers, body: bytes, reply: Callable[[Response], None]) -> Optional[Response]:
+        """As :meth:`process`, for a server that can answer from another thread: a delivery bound
+        for the inbox returns None, and ``reply(response)`` is called once, from the inbox's writer
+        thread, when it is stored (202), a duplicate (200), or could not be stored (503)."""
+        response = self._process(h, body, reply)
+        return None if response is None else self._count(response)
+
+    def _process(self, h: Headers, body: bytes, reply: Optional[Callable[[Response], None]] = None) -> Optional[Response]:
+        admitted = self._admit(h, body, reply)
+        if admitted is None or isinstance(admitted, Response):
             return admitted
         event, handlers = admitted
         failed = True
@@ -261,8 +278,11 @@ class Receiver:
             self._settle(event.id, failed)
         return _HANDLER_FAILED if failed else _OK
 
-    def _admit(self, h: Headers, body: bytes) -> Union[Response, Tuple[Event, Tuple[Callable[[Event], Any], ...]]]:
-        """Signature, body and duplicate checks: the answer, or the event and the handlers to run.
+    def _admit(
+        self, h: Headers, body: bytes, reply: Optional[Callable[[Response], None]] = None
+    ) -> Union[None, Response, Tuple[Event, Tuple[Callable[[Event], Any], ...]]]:
+        """Signature, body and duplicate checks: the answer, or the event and the handlers to run
+        (or None: stored in the inbox, answered through ``reply``; see :meth:`_answer`).
 
         When handlers are returned the id is claimed in the store, and the
         caller must :meth:`_settle` it (the ASGI transport runs the handlers
@@ -290,10 +310,12 @@ class Receiver:
         if self.inbox is not None and handlers:
             # Stored durably first, answered 202, handled later; a stored id is a duplicate.
             try:
-                return _ACCEPTED if self.inbox.put(event) else _DUPLICATE
+                if reply is None:
+                    return _stored_answer(self.inbox.put(event), None)
+                self.inbox._put_later(event, lambda new, error: reply(self._count(_stored_answer(new, error))))
+                return None
             except Exception as e:  # the database is down, full, locked: the sender retries later
-                log.error("webhook not stored (503): the inbox failed: %s", e)
-                return _INBOX_DOWN
+                return _stored_answer(None, e)
         if eid is not None:
             state = self.store.begin(eid)
             if state == "done":

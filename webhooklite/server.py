@@ -58,6 +58,12 @@ _EVICT_IDLE_AFTER = 0.5
 #: and the eviction read them. _INF means no deadline (a handler is running) / not idle.
 _DEADLINE, _IDLE_SINCE = 0, 1
 _INF = float("inf")
+#: With an inbox, a delivery's answer is sent by the inbox's writer thread once it is stored,
+#: without waiting on the socket (see WebhookServer._reply_later); where the platform has no
+#: MSG_DONTWAIT (Windows), the request's own thread waits for the commit and answers.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+#: Seconds a connection waits for such an answer at most before it reads on or closes.
+_ANSWER_WAIT = 60.0
 
 
 class _Reject(Exception):
@@ -328,6 +334,7 @@ class WebhookServer:
     # -- one connection -------------------------------------------------------
 
     def _serve_connection(self, conn: socket.socket, addr: Any) -> None:
+        pending = threading.Lock()  # held while this connection's answer is written by another thread
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Blocking, no socket timeout: the watchdog enforces every deadline by shutting
@@ -341,7 +348,7 @@ class WebhookServer:
                 self._conns[conn] = state
             try:
                 while not self._stopping.is_set():
-                    if not self._one_request(conn, rfile, addr, state):
+                    if not self._one_request(conn, rfile, addr, state, pending):
                         break
             finally:
                 rfile.close()
@@ -352,22 +359,27 @@ class WebhookServer:
         finally:
             with self._conns_lock:
                 self._conns.pop(conn, None)
+            _answered(pending)  # an answer still being written from the inbox's thread: the socket stays open for it
             try:
                 conn.close()
             finally:
                 self._slots.release()
 
-    def _one_request(self, conn: socket.socket, rfile: Any, addr: Any, state: List[float]) -> bool:
+    def _one_request(self, conn: socket.socket, rfile: Any, addr: Any, state: List[float], pending: Any) -> bool:
         """Read, answer and log one request; return whether to keep the connection.
 
         ``state`` is the connection's ``[deadline, idle_since]``: on entry it is idle, its
-        deadline idle_timeout from when the last answer (or the connection) began.
+        deadline idle_timeout from when the last answer (or the connection) began. ``pending``
+        is held while the last answer is still being written by the inbox's thread (see
+        :meth:`_reply_later`): a next request (pipelined) waits for it.
         """
         try:
-            if not rfile.peek(1):
-                return False
+            more = rfile.peek(1)
         finally:
+            _answered(pending)
             state[_IDLE_SINCE] = _INF
+        if not more:
+            return False
         # Reading: from the first byte to the end of the body (request_timeout).
         state[_DEADLINE] = time.monotonic() + self.request_timeout
         limit = self.max_request_line
@@ -431,7 +443,21 @@ class WebhookServer:
                 # Handling: the handlers take what they take; the answer's write has idle_timeout.
                 state[_DEADLINE] = _INF
                 try:
-                    response = self.receiver.process(h, body)
+                    if self.receiver.inbox is not None and _DONTWAIT:
+                        if keep_alive and self._stopping.is_set():
+                            keep_alive = False
+                        later = self._reply_later(conn, addr, state, pending, method, target, http10, keep_alive)
+                        pending.acquire()
+                        try:
+                            answer = self.receiver._answer(h, body, later)
+                        finally:
+                            if answer is not None:  # answered here after all (unsigned, no handler, refused)
+                                pending.release()
+                        if answer is None:
+                            return keep_alive  # stored in the inbox: answered from its thread
+                        response = answer
+                    else:
+                        response = self.receiver.process(h, body)
                 except Exception:
                     # A store or the receiver itself failed: the details go to the log only.
                     log.exception("error handling %s %s", method, _printable(target))
@@ -444,14 +470,54 @@ class WebhookServer:
         state[_DEADLINE] = now + self.idle_timeout  # the answer's write, then the wait for the next request
         data = _render(response, (_KEEP_10 if http10 else _KEEP) if keep_alive else _CLOSE)
         conn.sendall(data[: len(data) - len(response.body)] if head_only else data)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                '%s "%s %s" %d %d', addr[0], _printable(method), _printable(target), response.status, len(response.body)
-            )
+        _log_answer(addr, method, target, response)
         if linger:
             self._linger(conn, rfile, state)
         state[_IDLE_SINCE] = now  # answered: idle (stop() may close it) until the next request's first byte
         return keep_alive
+
+    def _reply_later(self, conn: socket.socket, addr: Any, state: List[float], pending: Any, method: str,
+                     target: str, http10: bool, keep_alive: bool) -> Any:
+        """The ``reply`` with which the inbox's writer thread answers a delivery once it is stored.
+
+        The writer sends it without waiting (MSG_DONTWAIT) and releases ``pending``; a client that
+        does not read (its socket buffer full) gets the rest from a thread of its own, so it can
+        never hold up the writer, and with it every other delivery.
+        """
+        def reply(response: Response) -> None:
+            rest = b""
+            try:
+                keep = keep_alive and not self._stopping.is_set()
+                data = _render(response, (_KEEP_10 if http10 else _KEEP) if keep else _CLOSE)
+                state[_DEADLINE] = time.monotonic() + self.idle_timeout  # the answer's write, then the next request
+                try:
+                    sent = conn.send(data, _DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                rest = data[sent:]
+                if rest:
+                    threading.Thread(target=finish, args=(rest, response), daemon=True).start()
+                    return
+                _log_answer(addr, method, target, response)
+            except (OSError, RuntimeError):
+                rest = b""  # the client went away (or no thread could start: cut it off); its thread ends it
+                _shutdown(conn)
+            finally:
+                if not rest:
+                    state[_IDLE_SINCE] = time.monotonic()
+                    pending.release()
+
+        def finish(rest: bytes, response: Response) -> None:
+            try:
+                conn.sendall(rest)  # the watchdog cuts it off at idle_timeout
+                _log_answer(addr, method, target, response)
+            except OSError:
+                pass
+            finally:
+                state[_IDLE_SINCE] = time.monotonic()
+                pending.release()
+
+        return reply
 
     def _metrics(self, method: str, target: str) -> Optional[Response]:
         """The answer to a request for ``metrics_path`` (see ``metrics.answer``), or None for any other path."""
@@ -640,6 +706,19 @@ def _printable(text: str) -> str:
     from ._text import escape
 
     return escape(text)
+
+
+def _answered(pending: Any) -> None:
+    """Wait until the inbox's thread has written this connection's last answer, if it has not yet."""
+    if pending.locked() and pending.acquire(timeout=_ANSWER_WAIT):
+        pending.release()
+
+
+def _log_answer(addr: Any, method: str, target: str, response: Response) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            '%s "%s %s" %d %d', addr[0], _printable(method), _printable(target), response.status, len(response.body)
+        )
 
 
 def _shutdown(conn: socket.socket) -> None:

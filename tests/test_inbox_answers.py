@@ -1,0 +1,185 @@
+"""The built-in server with an inbox: each delivery is answered by the inbox's writer thread once
+its row is committed (the request's own thread goes back to reading its connection). On real
+sockets: answers stay in order on a connection, a client that does not read holds up nobody
+else, a database that cannot store is 503, and stop() lets an answer being stored go out.
+"""
+import socket
+import threading
+import time
+
+import pytest
+
+import webhooklite
+from conftest import SECRET, signed, wait_for
+from test_http_strict import read_answer, request
+from test_inbox_hazards import hold_write_lock
+
+OPTIONS = dict(request_timeout=5.0, idle_timeout=5.0)
+
+
+def serve(db_path, **options):
+    inbox = webhooklite.Inbox(db_path, autostart=False)  # stored only: what is stored is what we look at
+    receiver = webhooklite.Receiver(SECRET, inbox=inbox, path="/hooks")
+    receiver.on("*", lambda event: None)
+    return inbox, receiver.start(**dict(OPTIONS, **options))
+
+
+def connect(server) -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=10)
+
+
+def test_pipelined_deliveries_are_answered_in_order(tmp_path):
+    inbox, server = serve(str(tmp_path / "inbox.db"))
+    try:
+        with connect(server) as s:
+            # Three in one write: the second and third are read while the first is being stored.
+            s.sendall(request("msg_a", host="x") + request("msg_b", host="x") + request("msg_a", host="x"))
+            f = s.makefile("rb")
+            answers = [read_answer(f) for _ in range(3)]
+        assert [status for status, _, _ in answers] == [202, 202, 200]
+        assert [body for _, _, body in answers][2] == b'{"status":"duplicate"}'
+        assert sorted(e.message_id for e in inbox.events()) == ["msg_a", "msg_b"]
+    finally:
+        server.stop()
+        inbox.close()
+
+
+def test_a_client_that_does_not_read_holds_up_no_other_delivery(tmp_path):
+    inbox, server = serve(str(tmp_path / "inbox.db"))
+    # Small socket buffers both ways (accepted sockets inherit the listening socket's), so the
+    # slow client's answers back up after a few dozen, not after megabytes.
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # a small window: our answers back up
+    slow.settimeout(10)
+    slow.connect((server.host, server.port))
+    n = 1500
+    ids = [f"msg_slow_{i}" for i in range(n)]
+    sent = threading.Event()
+
+    def pipeline():
+        try:
+            slow.sendall(b"".join(request(i, host="x") for i in ids))
+        except OSError:
+            pass
+        sent.set()
+
+    try:
+        threading.Thread(target=pipeline, daemon=True).start()
+        # The slow client reads nothing; its answers fill its socket. Others are answered meanwhile.
+        time.sleep(0.5)
+        for k in range(5):
+            with connect(server) as s:
+                t0 = time.monotonic()
+                s.sendall(request(f"msg_other_{k}", host="x"))
+                status, _, _ = read_answer(s.makefile("rb"))
+                assert status == 202 and time.monotonic() - t0 < 2.0
+        # Now it reads: every answer arrives, in order, and every delivery is stored.
+        f = slow.makefile("rb")
+        statuses = [read_answer(f)[0] for _ in range(n)]
+        assert statuses == [202] * n
+        assert sent.wait(10)
+        stored = {e.message_id for e in inbox.events(limit=n + 10)}
+        assert set(ids) <= stored and {f"msg_other_{k}" for k in range(5)} <= stored
+    finally:
+        slow.close()
+        server.stop()
+        inbox.close()
+
+
+def test_a_full_disk_is_503_over_the_socket_and_the_server_keeps_serving(tiny_disk):
+    inbox, server = serve(str(tiny_disk.path / "inbox.db"))
+    try:
+        with connect(server) as s:
+            f = s.makefile("rb")
+            s.sendall(request("msg_before", host="x"))
+            assert read_answer(f)[0] == 202
+            tiny_disk.fill()
+            h, b = signed(data={"pad": "x" * 200_000}, msg_id="msg_full")
+            head = "".join(f"{k}: {v}\r\n" for k, v in h.items())
+            big = f"POST /hooks HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(b)}\r\n\r\n".encode() + b
+            s.sendall(big)
+            status, headers, _ = read_answer(f)
+            assert status == 503 and headers.get("retry-after") == "5"
+            tiny_disk.free()
+            s.sendall(big)  # the sender's retry, on the same kept connection
+            assert read_answer(f)[0] == 202
+        assert {e.message_id for e in inbox.events()} == {"msg_before", "msg_full"}
+    finally:
+        server.stop()
+        inbox.close()
+
+
+def test_stop_lets_an_answer_being_stored_go_out(tmp_path):
+    db_path = str(tmp_path / "inbox.db")
+    inbox, server = serve(db_path)
+
+    class DB:  # what hold_write_lock needs: another connection to the same file
+        kind = "sqlite"
+
+        @staticmethod
+        def connect():
+            import sqlite3
+            return sqlite3.connect(db_path)
+
+    try:
+        hold_write_lock(DB, 1.0)  # the inbox's write waits about a second for the lock
+        with connect(server) as s:
+            s.sendall(request("msg_held", host="x"))
+            time.sleep(0.2)
+            stopper = threading.Thread(target=server.stop, kwargs={"timeout": 5})
+            stopper.start()
+            status, headers, _ = read_answer(s.makefile("rb"))
+            stopper.join(10)
+        assert status == 202 and headers.get("connection") == "close"
+        assert [e.message_id for e in inbox.events()] == ["msg_held"]
+    finally:
+        server.stop()
+        inbox.close()
+
+
+def test_a_closed_inbox_is_503_and_the_server_keeps_serving(tmp_path):
+    inbox, server = serve(str(tmp_path / "inbox.db"))
+    try:
+        inbox.close()
+        with connect(server) as s:
+            f = s.makefile("rb")
+            s.sendall(request("msg_late", host="x"))
+            assert read_answer(f)[0] == 503
+            s.sendall(request(host="x", target="/elsewhere"))
+            assert read_answer(f)[0] == 404  # the same connection is still served
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("n", [1, 40])
+def test_every_answer_follows_its_commit(tmp_path, n):
+    """Whoever reads the inbox after a 202 finds the event: the answer is sent after the commit."""
+    inbox, server = serve(str(tmp_path / "inbox.db"))
+    other = webhooklite.Inbox(str(tmp_path / "inbox.db"), autostart=False)  # another process's view
+    errors = []
+
+    def client(k):
+        try:
+            with connect(server) as s:
+                f = s.makefile("rb")
+                for j in range(5):
+                    mid = f"msg_{k}_{j}"
+                    s.sendall(request(mid, host="x"))
+                    assert read_answer(f)[0] == 202
+                    assert other.event(mid).message_id == mid
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors[:3]
+        assert wait_for(lambda: other.stats()["pending"] == 5 * n)
+    finally:
+        other.close()
+        server.stop()
+        inbox.close()
