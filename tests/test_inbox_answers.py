@@ -17,8 +17,8 @@ from test_inbox_hazards import hold_write_lock
 OPTIONS = dict(request_timeout=5.0, idle_timeout=5.0)
 
 
-def serve(db_path, **options):
-    inbox = webhooklite.Inbox(db_path, autostart=False)  # stored only: what is stored is what we look at
+def serve(target, **options):
+    inbox = webhooklite.Inbox(target, autostart=False)  # stored only: what is stored is what we look at
     receiver = webhooklite.Receiver(SECRET, inbox=inbox, path="/hooks")
     receiver.on("*", lambda event: None)
     return inbox, receiver.start(**dict(OPTIONS, **options))
@@ -28,8 +28,8 @@ def connect(server) -> socket.socket:
     return socket.create_connection((server.host, server.port), timeout=10)
 
 
-def test_pipelined_deliveries_are_answered_in_order(tmp_path):
-    inbox, server = serve(str(tmp_path / "inbox.db"))
+def test_pipelined_deliveries_are_answered_in_order(db):
+    inbox, server = serve(db.target)
     try:
         with connect(server) as s:
             # Three in one write: the second and third are read while the first is being stored.
@@ -110,20 +110,10 @@ def test_a_full_disk_is_503_over_the_socket_and_the_server_keeps_serving(tiny_di
         inbox.close()
 
 
-def test_stop_lets_an_answer_being_stored_go_out(tmp_path):
-    db_path = str(tmp_path / "inbox.db")
-    inbox, server = serve(db_path)
-
-    class DB:  # what hold_write_lock needs: another connection to the same file
-        kind = "sqlite"
-
-        @staticmethod
-        def connect():
-            import sqlite3
-            return sqlite3.connect(db_path)
-
+def test_stop_lets_an_answer_being_stored_go_out(db):
+    inbox, server = serve(db.target)
     try:
-        hold_write_lock(DB, 1.0)  # the inbox's write waits about a second for the lock
+        hold_write_lock(db, 1.0)  # the inbox's write waits about a second for the lock
         with connect(server) as s:
             s.sendall(request("msg_held", host="x"))
             time.sleep(0.2)
@@ -133,6 +123,33 @@ def test_stop_lets_an_answer_being_stored_go_out(tmp_path):
             stopper.join(10)
         assert status == 202 and headers.get("connection") == "close"
         assert [e.message_id for e in inbox.events()] == ["msg_held"]
+    finally:
+        server.stop()
+        inbox.close()
+
+
+def test_copies_of_one_delivery_at_once_are_stored_once_and_accepted_once(db):
+    """A sender's retries racing each other (or two senders): one 202, the others 200, one row."""
+    inbox, server = serve(db.target)
+    raw = request("msg_same", host="x")
+    go = threading.Barrier(20)
+    statuses = []
+
+    def client():
+        with connect(server) as s:
+            go.wait(5)
+            s.sendall(raw)
+            statuses.append(read_answer(s.makefile("rb"))[0])
+
+    try:
+        hold_write_lock(db, 0.5)  # the copies pile up behind it, and most share one batch
+        threads = [threading.Thread(target=client) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert sorted(statuses) == [200] * 19 + [202]
+        assert [e.message_id for e in inbox.events()] == ["msg_same"]
     finally:
         server.stop()
         inbox.close()

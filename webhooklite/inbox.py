@@ -188,6 +188,7 @@ class Inbox:
         self._local = threading.local()  # a handler thread's own connection, for writing its successes
         self._runs: Dict[Tuple[str, str], int] = {}  # (handler, outcome) -> runs, for metrics()
         self._runs_lock = threading.Lock()
+        self._names: Dict[Tuple[Any, ...], List[Tuple[str, Any]]] = {}  # the router's handlers, named
 
     def _forked(self) -> None:
         if self._api_conn is not None:
@@ -347,7 +348,13 @@ class Inbox:
             return Outcome(False, error=f"the stored body no longer parses: {exc}", elapsed=0.0, detail=[])
         event = Event(etype, message_id, utc(ts), data, h, body)
         results: List[Tuple[str, bool, Optional[str], float]] = []
-        todo = [(name, handler) for name, handler in _named(receiver._router.match(etype)) if name not in done]
+        handlers = receiver._router.match(etype)
+        named = self._names.get(handlers)
+        if named is None:
+            named = _named(handlers)
+            if len(self._names) < 4096:  # bounded, as the router's cache is
+                self._names[handlers] = named
+        todo = [(name, handler) for name, handler in named if name not in done] if done else named
         for i, (name, handler) in enumerate(todo):
             t0 = time.monotonic()
             error: Optional[str] = None

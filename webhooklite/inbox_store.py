@@ -6,7 +6,7 @@ caller wraps writes in ``backend.transaction(conn)``).
 """
 import json
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from .backends import Backend
 from .backends import inbox_sql  # noqa: F401  (adds the inbox's part to both backends)
@@ -19,6 +19,7 @@ PENDING, DONE, DEAD_STATE = "pending", "done", "dead"
 LANE = "inbox"
 
 Row = Tuple[Any, ...]
+_NONE: FrozenSet[str] = frozenset()  # no handler has succeeded yet (most events, when claimed)
 
 
 class InboxStore:
@@ -56,7 +57,7 @@ class InboxStore:
             self.b.execute(conn, self.q["mark_claimed"], dict(args, ids=self.b.ids(r[0] for r in rows)))
         rows.sort(key=lambda r: r[0])  # in the order received
         return [
-            Job(i, LANE, tries, (mid, etype, ts, headers, bytes(body), frozenset((done or "").split("\n")) - {""}))
+            Job(i, LANE, tries, (mid, etype, ts, headers, bytes(body), frozenset(done.split("\n")) - {""} if done else _NONE))
             for i, mid, etype, ts, headers, body, tries, done in rows
         ]
 
@@ -109,12 +110,12 @@ class InboxStore:
         """Store verified deliveries ``(message id, type, timestamp, headers as JSON, body)``; for
         each, False when its id is already stored (a duplicate, also within these rows)."""
         now = time.time()
-        return [
-            bool(self.b.execute(conn, self.q["put"], {
-                "message_id": mid, "type": etype, "ts": ts, "headers": headers, "body": body, "now": now,
-            }))
-            for mid, etype, ts, headers, body in rows
-        ]
+        inserted = self.b.insert_new(conn, self.q["put"], [row + (now,) for row in rows])
+        news = []
+        for row in rows:
+            news.append(row[0] in inserted)
+            inserted.discard(row[0])  # a second copy in the same batch is a duplicate
+        return news
 
     def handler_done(self, conn: Any, event_id: int, name: str) -> None:
         self.b.execute(conn, self.q["handler_done"], {"id": event_id, "handler": name, "now": time.time()})

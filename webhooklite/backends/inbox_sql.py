@@ -58,10 +58,10 @@ _S_EVENT = (
 )
 
 SQLITE: Dict[str, str] = {
+    # Rows (message id, type, ts, headers, body, now), for backend.insert_new.
     "put": (
         "INSERT INTO webhooklite_inbox (message_id, type, ts, headers, body, received, state, next_at, updated) "
-        "VALUES (:message_id, :type, :ts, :headers, :body, :now, 'pending', :now, :now) "
-        "ON CONFLICT (message_id) DO NOTHING"
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6, ?6) ON CONFLICT (message_id) DO NOTHING"
     ),
     # -- the engine's queue: one lane
     "first_due": "SELECT min(next_at) FROM webhooklite_inbox WHERE state = 'pending'",
@@ -170,8 +170,9 @@ _P_DONE = (
 POSTGRES: Dict[str, str] = {
     "put": (
         "INSERT INTO webhooklite_inbox (message_id, type, ts, headers, body, received, state, next_at, updated) "
-        "VALUES (%(message_id)s, %(type)s, %(ts)s, %(headers)s, %(body)s, %(now)s, 'pending', %(now)s, %(now)s) "
-        "ON CONFLICT (message_id) DO NOTHING"
+        "SELECT m, t, s, h, b, r, 'pending', r, r "
+        "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bytea[], %s::float8[]) AS u(m, t, s, h, b, r) "
+        "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
     ),
     "first_due": "SELECT min(next_at) FROM webhooklite_inbox WHERE state = 'pending'",
     "claim": (
