@@ -200,3 +200,33 @@ def test_every_answer_follows_its_commit(tmp_path, n):
         other.close()
         server.stop()
         inbox.close()
+
+
+def test_a_failing_store_beside_an_inbox_is_500_at_once(tmp_path):
+    """An event no inbox handler takes goes to the receiver's store; when that raises, the answer is
+    500 from the request's own thread, and the connection closes without waiting for the inbox."""
+
+    class BrokenStore:
+        def begin(self, event_id):
+            raise RuntimeError("the store's database is gone")
+
+    inbox = webhooklite.Inbox(str(tmp_path / "inbox.db"), autostart=False)
+    receiver = webhooklite.Receiver(SECRET, inbox=inbox, path="/hooks", store=BrokenStore())
+    receiver.on("payment.*", lambda event: None)
+    server = receiver.start(**OPTIONS)
+    try:
+        with connect(server) as s:
+            h, b = signed("invoice.paid", msg_id="msg_other")  # no handler: not for the inbox
+            head = "".join(f"{k}: {v}\r\n" for k, v in h.items())
+            t0 = time.monotonic()
+            s.sendall(f"POST /hooks HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(b)}\r\n\r\n".encode() + b)
+            f = s.makefile("rb")
+            status, headers, _ = read_answer(f)
+            assert status == 500 and headers.get("connection") == "close"
+            assert f.read() == b"" and time.monotonic() - t0 < 2.0  # closed at once
+        with connect(server) as s:
+            s.sendall(request("msg_pay", host="x"))
+            assert read_answer(s.makefile("rb"))[0] == 202  # and the next delivery is stored
+    finally:
+        server.stop()
+        inbox.close()

@@ -447,14 +447,15 @@ class WebhookServer:
                         if keep_alive and self._stopping.is_set():
                             keep_alive = False
                         later = self._reply_later(conn, addr, state, pending, method, target, http10, keep_alive)
-                        pending.acquire()
+                        pending.acquire()  # before: the writer may answer before _answer returns
                         try:
                             answer = self.receiver._answer(h, body, later)
-                        finally:
-                            if answer is not None:  # answered here after all (unsigned, no handler, refused)
-                                pending.release()
+                        except BaseException:
+                            pending.release()  # nothing was queued: answered here (500)
+                            raise
                         if answer is None:
                             return keep_alive  # stored in the inbox: answered from its thread
+                        pending.release()  # answered here after all (a bad signature, no handler...)
                         response = answer
                     else:
                         response = self.receiver.process(h, body)
