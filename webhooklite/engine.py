@@ -63,7 +63,7 @@ _FLUSH_AT = 64
 _FLUSH_DELAY = 0.02
 #: A wake-up (new work stored) starts a round no sooner than this after the last one began, so a
 #: stream of sends or stored events is claimed a batch per round, not one round each (seconds).
-_KICK_GAP = 0.005
+_KICK_GAP = 0.010
 
 #: What an outcome became.
 DONE, RETRY, DEAD = "done", "retry", "dead"
