@@ -67,10 +67,11 @@ class InboxStore:
         b, q = self.b, self.q
         now = time.time()
         done_ids = []
+        successes = []
         for s in settled:
             for name, ok, error, _ in s.outcome.detail or ():
                 if ok:
-                    b.execute(conn, q["handler_done"], {"id": s.job.id, "handler": name, "now": now})
+                    successes.append((s.job.id, name, now))
                 else:
                     b.execute(conn, q["handler_failed"], {"id": s.job.id, "handler": name, "error": error})
             if s.outcome.ok:
@@ -81,6 +82,7 @@ class InboxStore:
                 b.execute(conn, q["give_up"], {"tries": s.tries, "id": s.job.id, "token": token})
             elif s.verdict == RETRY:
                 b.execute(conn, q["retry_later"], {"due": s.due, "tries": s.tries, "id": s.job.id, "token": token})
+        b.insert_rows(conn, q["handlers_done"], successes)  # one statement for the batch, not one a success
         if done_ids:
             b.execute(conn, q["done"], {"now": now, "ids": b.ids(done_ids)})
         return set()

@@ -79,6 +79,10 @@ SQLITE: Dict[str, str] = {
         "INSERT INTO webhooklite_inbox_handlers (event_id, handler, done) VALUES (:id, :handler, :now) "
         "ON CONFLICT (event_id, handler) DO UPDATE SET done = excluded.done"
     ),
+    "handlers_done": (  # many (event id, handler, when), for backend.insert_rows
+        "INSERT INTO webhooklite_inbox_handlers (event_id, handler, done) VALUES {rows} "
+        "ON CONFLICT (event_id, handler) DO UPDATE SET done = excluded.done"
+    ),
     "handler_failed": (
         "INSERT INTO webhooklite_inbox_handlers (event_id, handler, failures, last_error) VALUES (:id, :handler, 1, :error) "
         "ON CONFLICT (event_id, handler) DO UPDATE SET failures = failures + 1, last_error = excluded.last_error"
@@ -192,6 +196,11 @@ POSTGRES: Dict[str, str] = {
     ),
     "handler_done": (
         "INSERT INTO webhooklite_inbox_handlers (event_id, handler, done) VALUES (%(id)s, %(handler)s, %(now)s) "
+        "ON CONFLICT (event_id, handler) DO UPDATE SET done = excluded.done"
+    ),
+    "handlers_done": (
+        "INSERT INTO webhooklite_inbox_handlers (event_id, handler, done) "
+        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::float8[]) "
         "ON CONFLICT (event_id, handler) DO UPDATE SET done = excluded.done"
     ),
     "handler_failed": (
