@@ -79,6 +79,48 @@ def test_a_late_abort_never_removes_the_claim_that_took_over(tmp_path):
     assert first.begin("msg_1") == "done"
 
 
+def on_another_thread(fn, *args):
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result(5)
+
+
+def test_a_claim_begun_on_one_thread_is_committed_or_aborted_from_another(tmp_path):
+    # receiver.asgi runs a store's begin and its commit as two hops to its worker threads, which
+    # may be two threads: the commit must still count (it left the id busy: the sender's retry got
+    # 409, and after busy_for the handlers ran again).
+    store = webhooklite.SQLiteStore(tmp_path / "seen.db")
+    assert on_another_thread(store.begin, "msg_1") == "new"
+    store.commit("msg_1")
+    assert store.begin("msg_1") == "done"
+    assert on_another_thread(store.begin, "msg_2") == "new"
+    store.abort("msg_2")
+    assert store.begin("msg_2") == "new"  # failed: handled again
+
+
+def test_two_claims_on_one_id_in_one_process_and_a_commit_from_a_third_thread(tmp_path):
+    # The first claim outlived busy_for and a second thread took it over: a thread holding neither
+    # cannot tell which is its own, so it removes neither claim; each holder's own commit counts.
+    store = webhooklite.SQLiteStore(tmp_path / "seen.db", busy_for=0.2)
+    began, finish, said = [threading.Event(), threading.Event()], threading.Event(), []
+
+    def holder(k):  # alive until the end, so the two threads stay two
+        said.append(store.begin("msg_1"))
+        began[k].set()
+        finish.wait(5)
+
+    threads = [threading.Thread(target=holder, args=(k,)) for k in range(2)]
+    threads[0].start()
+    assert began[0].wait(5)
+    time.sleep(0.25)
+    threads[1].start()  # takes the id over
+    assert began[1].wait(5) and said == ["new", "new"]
+    store.abort("msg_1")  # from a third thread: neither claim is removed
+    assert store.begin("msg_1") == "busy"
+    finish.set()
+    for t in threads:
+        t.join(5)
+
+
 def test_done_is_answered_only_within_keep_even_without_a_sweep(tmp_path):
     store = webhooklite.SQLiteStore(tmp_path / "seen.db", keep=0.2)
     store.commit("msg_1")

@@ -13,7 +13,7 @@ from .store import _ABANDONED, _after_fork_in_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Tuple, Union
+    from typing import Any, Dict, Optional, Union
 
 __all__ = ["SQLiteStore"]
 
@@ -77,7 +77,7 @@ class SQLiteStore:
         #: Seconds a handled id is remembered.
         self.keep = float(keep)
         self._lock = threading.Lock()
-        self._claims: Dict[Tuple[str, int], str] = {}  # (id, thread) -> the token of the claim it holds
+        self._claims: Dict[str, Dict[int, str]] = {}  # id -> {thread: the token of the claim it holds}
         self._next_sweep = 0.0
         # One connection shared by the server's threads (each call is a statement or two); processes
         # coordinate through sqlite's file locks, waiting up to 10 s for one another.
@@ -131,7 +131,7 @@ class SQLiteStore:
                 (id, now, token, now - self.busy_for, now - self.keep),
             ).rowcount
             if claimed:
-                self._claims[(id, threading.get_ident())] = token
+                self._claims.setdefault(id, {})[threading.get_ident()] = token
                 return "new"
             row = self._c().execute("SELECT done FROM handled WHERE id = ?", (id,)).fetchone()
         if row is None:  # aborted between the two statements: let the sender come back
@@ -141,7 +141,7 @@ class SQLiteStore:
     def commit(self, id: str) -> None:
         now = time.time()
         with self._lock:
-            token = self._claims.pop((id, threading.get_ident()), None)
+            token = self._take(id)
             c = self._c()
             if token is not None:
                 if c.execute(
@@ -161,9 +161,27 @@ class SQLiteStore:
 
     def abort(self, id: str) -> None:
         with self._lock:
-            token = self._claims.pop((id, threading.get_ident()), None)
+            token = self._take(id)
             if token is not None:
                 self._c().execute("DELETE FROM handled WHERE id = ? AND done = 0 AND token = ?", (id, token))
+
+    def _take(self, id: str) -> Optional[str]:
+        """The token of this caller's claim on ``id``, forgotten here (lock held); None if it holds none.
+
+        The caller's claim is the one its thread made; or, when its thread made none, the one claim
+        on ``id`` in this process: ``receiver.asgi`` runs a store's ``begin`` and ``commit`` as two
+        hops to its worker threads, which may be two threads. With two claims on one id here (one
+        taken over after ``busy_for``) and none of this thread's, it takes neither.
+        """
+        holders = self._claims.get(id)
+        if not holders:
+            return None
+        token = holders.pop(threading.get_ident(), None)
+        if token is None and len(holders) == 1:
+            _, token = holders.popitem()
+        if not holders:
+            del self._claims[id]
+        return token
 
     def close(self) -> None:
         """Close the file."""
