@@ -60,11 +60,12 @@ class SQLiteStore:
     ``keep`` seconds (default 7 days: longer than an outbox's retry schedule),
     then forgotten; both kinds of old row are removed as time passes.
 
-    Each claim carries a token known only to the thread that made it, so a
-    ``commit`` or ``abort`` touches only the claim its caller holds: a process
-    whose claim was taken over after ``busy_for`` cannot, by a late abort,
-    delete the newer claim (which would let a third process run the handlers
-    beside the second).
+    Each claim carries a token known only to the process that made it, so a
+    ``commit`` or ``abort`` touches only the claim its caller holds (its
+    thread's, or the one claim on that id in its process: ``receiver.asgi``
+    may begin and commit on two threads): a process whose claim was taken
+    over after ``busy_for`` cannot, by a late abort, delete the newer claim
+    (which would let a third process run the handlers beside the second).
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, busy_for: float = 60.0, keep: float = 7 * 86400) -> None:
