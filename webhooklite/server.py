@@ -66,6 +66,18 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _ANSWER_WAIT = 60.0
 
 
+class _Answer:
+    """A connection's answer being written by another thread (the inbox's writer, see
+    WebhookServer._reply_later): ``lock`` is held until it is written, and ``close`` says
+    whether it said ``Connection: close``, so that the connection then reads nothing more."""
+
+    __slots__ = ("lock", "close")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.close = False
+
+
 class _Reject(Exception):
     """A request the server answers itself, then closes the connection."""
 
@@ -334,7 +346,7 @@ class WebhookServer:
     # -- one connection -------------------------------------------------------
 
     def _serve_connection(self, conn: socket.socket, addr: Any) -> None:
-        pending = threading.Lock()  # held while this connection's answer is written by another thread
+        pending = _Answer()
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Blocking, no socket timeout: the watchdog enforces every deadline by shutting
@@ -357,28 +369,33 @@ class WebhookServer:
         except Exception:
             log.exception("unexpected error serving %s", addr[0] if addr else addr)
         finally:
+            # An answer still being written from the inbox's thread: the socket stays open, and in
+            # _conns (stop() and the watchdog see it), until it is written or cut off.
+            if not _answered(pending, conn):
+                with pending.lock:
+                    pass  # cut off: the writer's send now fails at once
             with self._conns_lock:
                 self._conns.pop(conn, None)
-            _answered(pending)  # an answer still being written from the inbox's thread: the socket stays open for it
             try:
                 conn.close()
             finally:
                 self._slots.release()
 
-    def _one_request(self, conn: socket.socket, rfile: Any, addr: Any, state: List[float], pending: Any) -> bool:
+    def _one_request(self, conn: socket.socket, rfile: Any, addr: Any, state: List[float], pending: _Answer) -> bool:
         """Read, answer and log one request; return whether to keep the connection.
 
         ``state`` is the connection's ``[deadline, idle_since]``: on entry it is idle, its
         deadline idle_timeout from when the last answer (or the connection) began. ``pending``
-        is held while the last answer is still being written by the inbox's thread (see
-        :meth:`_reply_later`): a next request (pipelined) waits for it.
+        says whether the last answer is still being written by the inbox's thread (see
+        :meth:`_reply_later`): a next request (pipelined) waits for it, and is not read at all
+        when that answer said ``Connection: close`` or did not come within _ANSWER_WAIT.
         """
         try:
             more = rfile.peek(1)
         finally:
-            _answered(pending)
+            answered = _answered(pending, conn)
             state[_IDLE_SINCE] = _INF
-        if not more:
+        if not more or not answered or pending.close:
             return False
         # Reading: from the first byte to the end of the body (request_timeout).
         state[_DEADLINE] = time.monotonic() + self.request_timeout
@@ -447,15 +464,15 @@ class WebhookServer:
                         if keep_alive and self._stopping.is_set():
                             keep_alive = False
                         later = self._reply_later(conn, addr, state, pending, method, target, http10, keep_alive)
-                        pending.acquire()  # before: the writer may answer before _answer returns
+                        pending.lock.acquire()  # before: the writer may answer before _answer returns
                         try:
                             answer = self.receiver._answer(h, body, later)
                         except BaseException:
-                            pending.release()  # nothing was queued: answered here (500)
+                            pending.lock.release()  # nothing was queued: answered here (500)
                             raise
                         if answer is None:
                             return keep_alive  # stored in the inbox: answered from its thread
-                        pending.release()  # answered here after all (a bad signature, no handler...)
+                        pending.lock.release()  # answered here after all (a bad signature, no handler...)
                         response = answer
                     else:
                         response = self.receiver.process(h, body)
@@ -477,7 +494,7 @@ class WebhookServer:
         state[_IDLE_SINCE] = now  # answered: idle (stop() may close it) until the next request's first byte
         return keep_alive
 
-    def _reply_later(self, conn: socket.socket, addr: Any, state: List[float], pending: Any, method: str,
+    def _reply_later(self, conn: socket.socket, addr: Any, state: List[float], pending: _Answer, method: str,
                      target: str, http10: bool, keep_alive: bool) -> Any:
         """The ``reply`` with which the inbox's writer thread answers a delivery once it is stored.
 
@@ -489,6 +506,7 @@ class WebhookServer:
             rest = b""
             try:
                 keep = keep_alive and not self._stopping.is_set()
+                pending.close = not keep  # then the connection reads no further request
                 data = _render(response, (_KEEP_10 if http10 else _KEEP) if keep else _CLOSE)
                 state[_DEADLINE] = time.monotonic() + self.idle_timeout  # the answer's write, then the next request
                 try:
@@ -506,7 +524,7 @@ class WebhookServer:
             finally:
                 if not rest:
                     state[_IDLE_SINCE] = time.monotonic()
-                    pending.release()
+                    pending.lock.release()
 
         def finish(rest: bytes, response: Response) -> None:
             try:
@@ -516,7 +534,7 @@ class WebhookServer:
                 pass
             finally:
                 state[_IDLE_SINCE] = time.monotonic()
-                pending.release()
+                pending.lock.release()
 
         return reply
 
@@ -709,10 +727,16 @@ def _printable(text: str) -> str:
     return escape(text)
 
 
-def _answered(pending: Any) -> None:
-    """Wait until the inbox's thread has written this connection's last answer, if it has not yet."""
-    if pending.locked() and pending.acquire(timeout=_ANSWER_WAIT):
-        pending.release()
+def _answered(pending: _Answer, conn: socket.socket) -> bool:
+    """Wait until the inbox's thread has written this connection's last answer, if it has not yet;
+    False when it has not within _ANSWER_WAIT: the connection is then cut off (and its answer with it)."""
+    if not pending.lock.locked():
+        return True
+    if pending.lock.acquire(timeout=_ANSWER_WAIT):
+        pending.lock.release()
+        return True
+    _shutdown(conn)
+    return False
 
 
 def _log_answer(addr: Any, method: str, target: str, response: Response) -> None:
