@@ -191,3 +191,33 @@ def test_a_full_disk_is_503_and_loses_nothing_answered_before(tiny_disk):
     assert receiver.handle("POST", "/", *big).status == 202  # the sender's retry, once there is room
     assert {e.message_id for e in inbox.events()} == {"msg_before", "msg_full"}
     inbox.close()
+
+
+class NamedHandler:
+    """A handler whose name the test chooses (``m.<qualname>``)."""
+
+    def __init__(self, qualname):
+        self.__qualname__ = qualname
+        self.__module__ = "m"
+        self.runs = 0
+
+    def __call__(self, event):
+        self.runs += 1
+
+
+def test_handlers_whose_names_collide_each_run_once_and_the_inbox_goes_on(db):
+    # m.h, m.h and m.h#2: the second m.h must not be named m.h#2 too (on PostgreSQL the round that
+    # recorded both successes failed, and every round after it).
+    inbox = make(db, autostart=False)
+    receiver = webhooklite.Receiver(SECRET, inbox=inbox)
+    handlers = [NamedHandler("h"), NamedHandler("h"), NamedHandler("h#2")]
+    for h in handlers:
+        receiver.on("*", h)
+    try:
+        for i in range(3):
+            assert receiver.handle("POST", "/", *signed(msg_id=f"msg_{i}")).status == 202
+        assert inbox.drain(timeout=10)
+        assert [h.runs for h in handlers] == [3, 3, 3]
+        assert sorted(inbox.stats()["handlers"]) == ["m.h", "m.h#2", "m.h#2#2"]
+    finally:
+        inbox.close()

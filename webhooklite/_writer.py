@@ -115,5 +115,5 @@ class Writer:
             for (_, done), new in zip(batch, news):
                 try:
                     done(new, error)
-                except Exception:
+                except BaseException:  # never a dead writer: every later delivery would wait on it
                     log.exception("%s: answering a stored row failed", self._name)

@@ -69,13 +69,18 @@ def handler_name(fn: Any) -> str:
 
 
 def _named(handlers: Sequence[Any]) -> List[Tuple[str, Any]]:
-    """Each handler with its name; a name seen before in the list gets ``#2``, ``#3``..."""
-    seen: Dict[str, int] = {}
+    """Each handler with its name; a name seen before in the list gets ``#2``, ``#3``... (whichever
+    is free: handlers named ``m.h``, ``m.h`` and ``m.h#2`` are ``m.h``, ``m.h#2`` and ``m.h#2#2``)."""
+    taken = set()
     out = []
     for fn in handlers:
-        name = handler_name(fn)
-        seen[name] = seen.get(name, 0) + 1
-        out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", fn))
+        base = name = handler_name(fn)
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{base}#{n}"
+        taken.add(name)
+        out.append((name, fn))
     return out
 
 
@@ -189,6 +194,7 @@ class Inbox:
         self._runs: Dict[Tuple[str, str], int] = {}  # (handler, outcome) -> runs, for metrics()
         self._runs_lock = threading.Lock()
         self._names: Dict[Tuple[Any, ...], List[Tuple[str, Any]]] = {}  # the router's handlers, named
+        self._halted = False  # stop() was called: a delivery stored after it starts no handlers
 
     def _forked(self) -> None:
         if self._api_conn is not None:
@@ -266,7 +272,7 @@ class Inbox:
 
     def _stored(self) -> None:
         """A batch stored new events: their handlers are due now."""
-        if self.autostart and not self._engine.running and self._receiver is not None and not self._closed:
+        if self.autostart and not self._engine.running and self._receiver is not None and not self._halted:
             self.start()  # the first delivery in this process (gunicorn, uvicorn workers) starts its handlers
         self._engine.wake()
 
@@ -290,11 +296,14 @@ class Inbox:
             raise RuntimeError("this Inbox is closed")
         if self._receiver is None:
             raise RuntimeError("no Receiver runs on this Inbox yet: Receiver(secret, inbox=inbox)")
+        self._halted = False
         self._engine.start()
         return self
 
     def stop(self, timeout: Optional[float] = None) -> None:
-        """Stop running handlers: those in flight finish and are recorded; claims not started are handed back."""
+        """Stop running handlers: those in flight finish and are recorded; claims not started are handed back.
+        Deliveries stored after it do not start them again (:meth:`start` does)."""
+        self._halted = True
         self._engine.stop(timeout)
 
     def drain(self, timeout: Optional[float] = None, *, due_only: bool = False) -> bool:
