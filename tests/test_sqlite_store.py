@@ -98,8 +98,8 @@ def test_a_claim_begun_on_one_thread_is_committed_or_aborted_from_another(tmp_pa
 
 
 def test_two_claims_on_one_id_in_one_process_and_a_commit_from_a_third_thread(tmp_path):
-    # The first claim outlived busy_for and a second thread took it over: a thread holding neither
-    # cannot tell which is its own, so it removes neither claim; each holder's own commit counts.
+    # The first claim outlived busy_for and a second thread took it over. A thread holding neither
+    # cannot tell which is its own: its abort removes neither claim; its commit marks the id done.
     store = webhooklite.SQLiteStore(tmp_path / "seen.db", busy_for=0.2)
     began, finish, said = [threading.Event(), threading.Event()], threading.Event(), []
 
@@ -116,6 +116,8 @@ def test_two_claims_on_one_id_in_one_process_and_a_commit_from_a_third_thread(tm
     assert began[1].wait(5) and said == ["new", "new"]
     store.abort("msg_1")  # from a third thread: neither claim is removed
     assert store.begin("msg_1") == "busy"
+    store.commit("msg_1")  # but a success from a third thread counts: the handlers ran once
+    assert store.begin("msg_1") == "done"
     finish.set()
     for t in threads:
         t.join(5)

@@ -61,8 +61,8 @@ class SQLiteStore:
     then forgotten; both kinds of old row are removed as time passes.
 
     Each claim carries a token known only to the process that made it, so a
-    ``commit`` or ``abort`` touches only the claim its caller holds (its
-    thread's, or the one claim on that id in its process: ``receiver.asgi``
+    ``commit`` or ``abort`` touches only a claim its caller's process holds (its
+    thread's, or else the one claim on that id in the process: ``receiver.asgi``
     may begin and commit on two threads): a process whose claim was taken
     over after ``busy_for`` cannot, by a late abort, delete the newer claim
     (which would let a third process run the handlers beside the second).
@@ -142,7 +142,7 @@ class SQLiteStore:
     def commit(self, id: str) -> None:
         now = time.time()
         with self._lock:
-            token = self._take(id)
+            token = self._take(id, any_claim=True)
             c = self._c()
             if token is not None:
                 if c.execute(
@@ -162,23 +162,25 @@ class SQLiteStore:
 
     def abort(self, id: str) -> None:
         with self._lock:
-            token = self._take(id)
+            token = self._take(id, any_claim=False)
             if token is not None:
                 self._c().execute("DELETE FROM handled WHERE id = ? AND done = 0 AND token = ?", (id, token))
 
-    def _take(self, id: str) -> Optional[str]:
+    def _take(self, id: str, any_claim: bool) -> Optional[str]:
         """The token of this caller's claim on ``id``, forgotten here (lock held); None if it holds none.
 
         The caller's claim is the one its thread made; or, when its thread made none, the one claim
         on ``id`` in this process: ``receiver.asgi`` runs a store's ``begin`` and ``commit`` as two
         hops to its worker threads, which may be two threads. With two claims on one id here (one
-        taken over after ``busy_for``) and none of this thread's, it takes neither.
+        taken over after ``busy_for``) and none of this thread's, a commit takes either (the
+        handlers succeeded once: the id is done whichever it was), an abort neither (removing the
+        wrong one would let a third caller run the handlers beside the one still running).
         """
         holders = self._claims.get(id)
         if not holders:
             return None
         token = holders.pop(threading.get_ident(), None)
-        if token is None and len(holders) == 1:
+        if token is None and (len(holders) == 1 or any_claim):
             _, token = holders.popitem()
         if not holders:
             del self._claims[id]
