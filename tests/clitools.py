@@ -1,6 +1,6 @@
 """Running the command line and the examples as a user does: background processes read line by line.
 
-Shared by test_cli.py and test_readme.py.
+Shared by test_cli.py, test_docs.py, test_readme.py, test_examples.py and test_inbox_processes.py.
 """
 import os
 import queue
@@ -106,5 +106,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 20,
+                  output: bool = False) -> None:
+    """Wait until something listens on ``port``; fail when ``proc`` exits first or ``timeout`` passes,
+    with its stdout and stderr in the message when ``output`` (when nothing else reads them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            exited = proc is not None and proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                what = f"the server exited ({proc.returncode})" if exited else f"nothing listened in {timeout} s"
+                if output and proc is not None:
+                    if not exited:
+                        proc.kill()
+                    out, err = proc.communicate(timeout=5)
+                    what += f":\n{out}\n{err}"
+                raise AssertionError(f"{what} (port {port})")
+            time.sleep(0.05)
 
 

@@ -42,7 +42,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import pytest
 
 import webhooklite
-from clitools import ENV, ROOT, Proc, blocks_for, free_port, sent_id
+from clitools import ENV, ROOT, Proc, blocks_for, free_port, sent_id, wait_for_port
 
 #: Every page of the docs, by its path from the repository's root.
 PAGE_NAMES = ["README.md"] + sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))
@@ -116,19 +116,6 @@ def sh_lines(page: str, section: str) -> List[str]:
 
 def without_comment(line: str) -> str:
     return re.sub(r"\s+#\s.*$", "", line)
-
-
-def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"the server exited ({proc.returncode}) before listening on {port}")
-            assert time.monotonic() < deadline, f"nothing listened on {port} in {timeout} s"
-            time.sleep(0.05)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, within: float = 15) -> int:

@@ -18,6 +18,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 import webhooklite
+from clitools import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every variable an example reads: a test sets only the ones it means to.
@@ -114,12 +115,6 @@ RECEIVERS = [
     ("store_notify.py", ["notifier"], "WEBHOOK_SECRET", "/", "standard"),
     ("signup_email.py", ["email"], "WEBHOOK_SECRET", "/", "standard"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def deliver(url: str, secret: str, scheme: str) -> webhooklite.Delivery:
@@ -265,25 +260,6 @@ def test_fastapi_app_demo():
     assert 'app answered 200, then 200 {"status":"duplicate"}' in out
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port, proc, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out, err = proc.communicate(timeout=5)
-                raise AssertionError(f"uvicorn did not start ({proc.returncode}):\n{out}\n{err}")
-            time.sleep(0.1)
-
-
 def test_fastapi_app_under_uvicorn_receives_stripe_and_sends_onward():
     pytest.importorskip("fastapi", reason="FastAPI is not installed (pip install -r tests/requirements-ci.txt)")
     pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-ci.txt)")
@@ -299,7 +275,7 @@ def test_fastapi_app_under_uvicorn_receives_stripe_and_sends_onward():
             raise RuntimeError("orders database down")
         paid.append((event.id, event["order_id"], event["amount"]))
 
-    port = _free_port()
+    port = free_port()
     with orders.start() as orders_server:
         env = clean_env(STRIPE_WEBHOOK_SECRET=stripe_secret, ORDERS_WEBHOOK_URL=orders_server.url,
                         ORDERS_WEBHOOK_SECRET=orders_secret, PYTHONPATH=str(ROOT))
@@ -309,7 +285,7 @@ def test_fastapi_app_under_uvicorn_receives_stripe_and_sends_onward():
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
-            _wait_listening(port, proc)
+            wait_for_port(port, proc, timeout=15, output=True)
             url = f"http://127.0.0.1:{port}/webhooks/stripe"
             sys.path.insert(0, str(ROOT / "examples"))
             try:
@@ -335,7 +311,7 @@ def test_fastapi_app_refuses_to_start_without_its_secrets():
     pytest.importorskip("fastapi", reason="FastAPI is not installed (pip install -r tests/requirements-ci.txt)")
     pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-ci.txt)")
     out = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(_free_port())],
+        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(free_port())],
         cwd=ROOT, env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=30,
     )
     assert out.returncode != 0 and "set STRIPE_WEBHOOK_SECRET" in out.stderr + out.stdout

@@ -10,8 +10,8 @@ import time
 import pytest
 
 import webhooklite
-from conftest import SECRET, signed, wait_for
-from test_http_strict import read_answer, request
+from conftest import DB, SECRET, signed, wait_for
+from test_http_strict import read_all, read_answer, request
 from test_inbox_hazards import hold_write_lock
 
 OPTIONS = dict(request_timeout=5.0, idle_timeout=5.0)
@@ -22,6 +22,12 @@ def serve(target, **options):
     receiver = webhooklite.Receiver(SECRET, inbox=inbox, path="/hooks")
     receiver.on("*", lambda event: None)
     return inbox, receiver.start(**dict(OPTIONS, **options))
+
+
+def raw_post(headers, body) -> bytes:
+    """A POST to /hooks of these (signed) headers and body, as raw bytes."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"POST /hooks HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 def connect(server) -> socket.socket:
@@ -95,9 +101,7 @@ def test_a_full_disk_is_503_over_the_socket_and_the_server_keeps_serving(tiny_di
             s.sendall(request("msg_before", host="x"))
             assert read_answer(f)[0] == 202
             tiny_disk.fill()
-            h, b = signed(data={"pad": "x" * 200_000}, msg_id="msg_full")
-            head = "".join(f"{k}: {v}\r\n" for k, v in h.items())
-            big = f"POST /hooks HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(b)}\r\n\r\n".encode() + b
+            big = raw_post(*signed(data={"pad": "x" * 200_000}, msg_id="msg_full"))
             s.sendall(big)
             status, headers, _ = read_answer(f)
             assert status == 503 and headers.get("retry-after") == "5"
@@ -216,10 +220,8 @@ def test_a_failing_store_beside_an_inbox_is_500_at_once(tmp_path):
     server = receiver.start(**OPTIONS)
     try:
         with connect(server) as s:
-            h, b = signed("invoice.paid", msg_id="msg_other")  # no handler: not for the inbox
-            head = "".join(f"{k}: {v}\r\n" for k, v in h.items())
             t0 = time.monotonic()
-            s.sendall(f"POST /hooks HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(b)}\r\n\r\n".encode() + b)
+            s.sendall(raw_post(*signed("invoice.paid", msg_id="msg_other")))  # no handler: not for the inbox
             f = s.makefile("rb")
             status, headers, _ = read_answer(f)
             assert status == 500 and headers.get("connection") == "close"
@@ -230,20 +232,6 @@ def test_a_failing_store_beside_an_inbox_is_500_at_once(tmp_path):
     finally:
         server.stop()
         inbox.close()
-
-
-def read_until_closed(s, quiet=3.0):
-    """Everything the server sends until it closes (True) or stays quiet for ``quiet`` s (False)."""
-    s.settimeout(quiet)
-    got = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return got, True
-            got += chunk
-    except socket.timeout:
-        return got, False
 
 
 def test_stop_waits_for_an_answer_that_closes_its_connection(db):
@@ -277,7 +265,7 @@ def test_nothing_is_answered_after_an_answer_that_said_close(db):
             time.sleep(0.3)
             stopper = threading.Thread(target=server.stop, kwargs={"timeout": 5})
             stopper.start()
-            got, closed = read_until_closed(s)
+            got, closed = read_all(s, quiet=3.0)
             stopper.join(10)
         assert got.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in got and closed
         assert [e.message_id for e in inbox.events()] == ["msg_a"]
@@ -345,14 +333,13 @@ def test_an_answer_that_does_not_come_in_time_cuts_the_connection_off(tmp_path, 
     import webhooklite.server as server_module
 
     monkeypatch.setattr(server_module, "_ANSWER_WAIT", 0.5)
-    path = str(tmp_path / "inbox.db")
-    db = type("DB", (), {"kind": "sqlite", "connect": staticmethod(lambda: __import__("sqlite3").connect(path))})
-    inbox, server = serve(path)
+    db = DB("sqlite", tmp_path)
+    inbox, server = serve(db.target)
     try:
         hold_write_lock(db, 1.5)
         with connect(server) as s:
             s.sendall(request("msg_a", host="x") + b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n")
-            got, closed = read_until_closed(s)
+            got, closed = read_all(s, quiet=3.0)
         assert closed and b"404" not in got  # never the second answer first
     finally:
         server.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import webhooklite
+from clitools import free_port, wait_for_port
 from conftest import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,24 +40,6 @@ def first(event):
 def second(event):
     log(f"second end {event.id} {os.getpid()}")
 '''
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not start: {proc.communicate(timeout=5)}")
-            time.sleep(0.05)
 
 
 def runs(path):
@@ -86,7 +69,7 @@ def serve(port, env, cwd):
     code = f"import inbox_app; inbox_app.receiver.serve(port={port})"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_port(port, proc)
+    wait_for_port(port, proc, timeout=15, output=True)
     return proc
 
 
@@ -204,7 +187,7 @@ def test_gunicorn_two_workers_one_inbox_file(app, tmp_path):
         cwd=tmp_path, env=app(target), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        wait_port(port, proc)
+        wait_for_port(port, proc, timeout=15, output=True)
         ids = [f"msg_g_{i}" for i in range(500)]
         statuses = deliver([f"http://127.0.0.1:{port}/"], ids, event="order.created")
         again = deliver([f"http://127.0.0.1:{port}/"], ids[:50], event="order.created")  # redeliveries

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from clitools import ROOT, Proc, free_port
-from test_docs import BLOCKS, SHELL_ENV, needs_bash, run_python, sh_lines, wait_for_port
+from clitools import wait_for_port
+from test_docs import BLOCKS, SHELL_ENV, needs_bash, run_python, sh_lines
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
