@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,35 @@ def raw(headers, body):
     ]
 
 
-def test_a_request_cancelled_mid_handler_frees_its_id_and_the_threads_serve_on_after_its_loop_closed():
+def cancel_when(app, scope, body, ready):
+    """Start a request to ``app``, cancel it once ``ready()`` holds; return what it sent (nothing)."""
+
+    async def go():
+        exchange = ASGICall([body])
+        task = asyncio.ensure_future(app(scope, exchange.receive, exchange.send))
+        for _ in range(500):
+            if ready():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return exchange.sent
+
+    return go()
+
+
+def eventually(answer, want, seconds=5.0):
+    """``answer()`` until its status is ``want`` (a cancelled request's id is given up in a thread)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = answer()
+        if got[0] == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.02)
+
+
+def test_a_request_cancelled_mid_handler_frees_its_id_once_the_handler_ends_even_after_its_loop_closed():
     receiver = webhooklite.Receiver(SECRET)
     started, release = threading.Event(), threading.Event()
     runs = []
@@ -157,24 +186,100 @@ def test_a_request_cancelled_mid_handler_frees_its_id_and_the_threads_serve_on_a
 
     headers, body = signed(msg_id="msg_cancelled")
     scope = asgi_scope("POST", "/", raw(headers, body))
+    assert asyncio.run(cancel_when(receiver.asgi, scope, body, started.is_set)) == []  # no answer: a retry
+    # The handler still runs in its thread: a retry now must not run it a second time, alongside.
+    assert run_asgi(receiver.asgi, scope, [body]).answer()[0] == 409
+    release.set()  # it ends after its loop has closed: nothing to tell, nothing breaks
+    retry = eventually(lambda: run_asgi(receiver.asgi, scope, [body]).answer(), 200)
+    assert retry[0] == 200 and json.loads(retry[2]) == {"status": "ok"}  # handled again: it was never answered
+    assert runs == ["msg_cancelled", "msg_cancelled"]
 
-    async def cancel_mid_handler():
-        exchange = ASGICall([body])
-        task = asyncio.ensure_future(receiver.asgi(scope, exchange.receive, exchange.send))
-        for _ in range(500):  # until the handler runs, in its thread
-            if started.is_set():
-                break
+
+class SlowBegin(webhooklite.MemoryStore):
+    """A store whose begin() does I/O (a custom store: a network round trip), so it runs in a thread."""
+
+    def __init__(self):
+        super().__init__()
+        self.claiming = threading.Event()
+
+    def begin(self, id):
+        self.claiming.set()
+        time.sleep(0.3)
+        return super().begin(id)
+
+
+def test_a_request_cancelled_while_the_store_claims_its_id_gives_the_id_up():
+    store = SlowBegin()
+    receiver = webhooklite.Receiver(SECRET, store=store)
+    runs = []
+
+    @receiver.on("payment.completed")
+    async def handled(event):
+        runs.append(event.id)
+
+    headers, body = signed(msg_id="msg_cancelled_in_begin")
+    scope = asgi_scope("POST", "/", raw(headers, body))
+    assert asyncio.run(cancel_when(receiver.asgi, scope, body, store.claiming.is_set)) == []
+    # begin() went on and claimed the id for a request no one answers: it is given up, not left busy.
+    retry = eventually(lambda: run_asgi(receiver.asgi, scope, [body]).answer(), 200)
+    assert retry[0] == 200 and json.loads(retry[2]) == {"status": "ok"}
+    assert runs == ["msg_cancelled_in_begin"]
+
+
+def test_a_request_cancelled_while_its_commit_waits_for_a_thread_is_still_committed(tmp_path):
+    from webhooklite.asgi import _threads
+
+    receiver = webhooklite.Receiver(SECRET, store=webhooklite.SQLiteStore(str(tmp_path / "ids.db")))
+    limit = _threads().max_threads
+    busy, release = threading.Semaphore(0), threading.Event()
+    gate = []
+    runs = []
+
+    @receiver.on("payment.completed")
+    async def handled(event):
+        runs.append(event.id)
+        await gate[0].wait()
+
+    @receiver.on("slow.thing")
+    def slow(event):
+        busy.release()
+        assert release.wait(5)
+
+    headers, body = signed(msg_id="msg_commit_waits")
+    scope = asgi_scope("POST", "/", raw(headers, body))
+
+    def start(h, b):
+        exchange = ASGICall([b])
+        return exchange, asyncio.ensure_future(receiver.asgi(asgi_scope("POST", "/", raw(h, b)), exchange.receive,
+                                                             exchange.send))
+
+    async def go():
+        gate.append(asyncio.Event())
+        exchange, task = start(headers, body)
+        while not runs:  # its handler runs, on the loop
             await asyncio.sleep(0.01)
+        # Then every worker thread is busy in a slow handler, and the commit after the handler waits for one.
+        others = [start(*signed("slow.thing"))[1] for _ in range(limit)]
+        for _ in range(limit):
+            while not busy.acquire(blocking=False):
+                await asyncio.sleep(0.01)
+        gate[0].set()
+        await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        release.set()
+        await asyncio.gather(*others)
         return exchange.sent
 
-    assert asyncio.run(cancel_mid_handler()) == []  # no answer: the sender will retry
-    release.set()  # the handler ends after its loop has closed: nothing to tell, nothing breaks
-    retry = run_asgi(receiver.asgi, scope, [body]).answer()
-    assert retry[0] == 200 and json.loads(retry[2]) == {"status": "ok"}  # handled again, not "duplicate" or 409
-    assert runs == ["msg_cancelled", "msg_cancelled"]
+    try:
+        assert asyncio.run(go()) == []
+    finally:
+        release.set()
+    # The handler succeeded: its id is committed anyway, so the sender's retry is a duplicate.
+    retry = eventually(lambda: run_asgi(receiver.asgi, scope, [body]).answer(), 200)
+    assert retry[0] == 200 and json.loads(retry[2]) == {"status": "duplicate"}
+    assert runs == ["msg_commit_waits"]
 
 
 def test_handlers_queued_behind_busy_threads_still_run_and_in_the_request_context():

@@ -28,6 +28,7 @@ context variables): a hop costs about half of ``to_thread``'s.
 """
 import asyncio
 import contextvars
+import logging
 import os
 import queue
 import threading
@@ -39,6 +40,8 @@ from .receiver import _DUPLICATE, _HANDLER_FAILED, _IGNORED, _OK, _BAD_LENGTH, R
 from .store import MemoryStore
 
 __all__ = ["ASGIApp"]
+
+log = logging.getLogger("webhooklite")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -131,18 +134,26 @@ def _admits_on_loop(receiver: Receiver, body: bytes) -> bool:
 async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
     """Signature, body, dedupe and handlers: sync handlers in a worker thread (with this task's
     context variables: tracing, logging), ``async def`` ones awaited here, on the loop; the
-    checks before them on the loop when they cannot block (:func:`_admits_on_loop`), else in a thread."""
+    checks before them on the loop when they cannot block (:func:`_admits_on_loop`), else in a thread.
+
+    A request cancelled meanwhile (a timeout, the server shutting down) never leaves its id
+    claimed, and never frees it while one of its handlers still runs: what a worker thread is
+    doing for it goes on to its end, and the id is given up after (``_Threads.run``'s ``then``).
+    """
     on_loop = _admits_on_loop(receiver, body)
     if on_loop:
         admitted = receiver._admit(h, body)
     elif not receiver._router.has_async:
-        return await _threads().run(receiver.process, h, body)  # one hop for the whole request
-    else:
-        admitted = await _threads().run(receiver._admit, h, body)  # a store's begin() may block
+        return await _threads().run(receiver.process, h, body)  # one hop, which settles the id itself
+    else:  # a store's begin() may block; cancelled once it has claimed the id, it gives the id up
+        admitted = await _hop(receiver._admit, h, body, then=lambda claimed: _give_up(receiver, claimed))
     assert admitted is not None  # None is for a reply (the built-in server's): never here
     if isinstance(admitted, Response):
         return receiver._count(admitted)
     event, handlers = admitted
+    eid = event.id
+    give_up = lambda result: receiver._settle(eid, True)  # noqa: E731  (in a thread, once the handler has ended)
+    job: Optional["asyncio.Future[Any]"] = None  # a sync handler's run in its thread, while awaited
     failed = False
     try:
         for handler in handlers:
@@ -150,23 +161,51 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
                 if is_async(handler):
                     await handler(event)
                 else:
-                    result = await _threads().run(handler, event)
+                    job = _threads().run(handler, event, then=give_up)
+                    result = await job
+                    job = None
                     if hasattr(result, "__await__"):
                         await result
             except Exception:
+                job = None
                 failed = True
                 receiver._log_failure(handler, event)
-    except BaseException:  # cancelled (the server shut down): the id must not stay busy
-        if on_loop:
-            receiver._settle(event.id, True)
-        else:
-            _threads().run(receiver._settle, event.id, True)  # runs in its thread, awaited or not
-        raise
+    except BaseException:  # cancelled, or e.g. KeyboardInterrupt in an async handler
+        if job is None:  # no handler of ours runs any more: give the id up now
+            if on_loop:
+                receiver._settle(eid, True)
+            else:
+                _threads().run(receiver._settle, eid, True)  # a store may block: in a thread, awaited or not
+        elif not job.cancelled():  # the handler ended just as the request was cancelled
+            _threads().run(give_up, None)
+        raise  # (else its thread gives the id up once the handler ends: give_up)
     if on_loop:
-        receiver._settle(event.id, failed)
-    else:
-        await _threads().run(receiver._settle, event.id, failed)  # a store's commit() may block too
+        receiver._settle(eid, failed)
+    else:  # a store's commit() may block too; it runs even if the request is cancelled first
+        def settle_anyway(result: Any) -> None:
+            if result is _SKIPPED:
+                receiver._settle(eid, failed)
+
+        await _hop(receiver._settle, eid, failed, then=settle_anyway)
     return receiver._count(_HANDLER_FAILED if failed else _OK)
+
+
+async def _hop(fn: Callable[..., T], *args: Any, then: Callable[[Any], Any]) -> T:
+    """``await fn(*args)`` in a worker thread; if the request is cancelled meanwhile, ``then`` follows
+    ``fn`` in a thread, with its result (see ``_Threads.run``)."""
+    job = _threads().run(fn, *args, then=then)
+    try:
+        return await job
+    except asyncio.CancelledError:
+        if not job.cancelled():  # fn's result came back just as the request was cancelled
+            _threads().run(then, None if job.exception() else job.result())
+        raise
+
+
+def _give_up(receiver: Receiver, admitted: Any) -> None:
+    """(In a thread) free the id ``receiver._admit`` claimed for a request no one waits for any more."""
+    if isinstance(admitted, tuple):
+        receiver._settle(admitted[0].id, True)
 
 
 class _Threads:
@@ -188,52 +227,81 @@ class _Threads:
         self._idle = 0  # threads waiting for a job that no caller has counted on yet
         self._count = 0
 
-    def run(self, fn: Callable[..., T], *args: Any) -> "asyncio.Future[T]":
-        """``fn(*args)`` in a worker thread; a future of the running loop for its result."""
+    def run(self, fn: Callable[..., T], *args: Any, then: Optional[Callable[[Any], Any]] = None) -> "asyncio.Future[T]":
+        """``fn(*args)`` in a worker thread; a future of the running loop for its result.
+
+        Cancelling the future (its request was cancelled) skips ``fn`` if it has not started, and
+        does not stop it if it has. ``then``: what must follow if the request is cancelled, run
+        exactly once in a thread, after ``fn`` has ended, with its result (None if it raised), or
+        with ``_SKIPPED`` if ``fn`` never ran. (Whichever side sees the cancellation runs it: the
+        worker, ``_resolve`` on the loop, or the awaiting coroutine; see ``_hop``.)
+        """
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._jobs.put((loop, future, contextvars.copy_context(), fn, args))
+        job = (loop, future, contextvars.copy_context(), fn, args, then)
         with self._lock:
             if self._idle:  # a waiting thread takes it
                 self._idle -= 1
-                return future
-            if self._count >= self.max_threads:  # all busy: the first one free takes it
-                return future
-            self._count += 1
-        try:
-            threading.Thread(target=self._work, name="webhooklite-asgi", daemon=True).start()
-        except BaseException:  # e.g. can't start a new thread: the job must not run later, unanswered
-            with self._lock:
-                self._count -= 1
-            future.cancel()
-            raise
+                start = False
+            else:
+                start = self._count < self.max_threads  # else all busy: the first one free takes it
+                self._count += start
+        if start:
+            try:
+                threading.Thread(target=self._work, name="webhooklite-asgi", daemon=True).start()
+            except BaseException:  # e.g. can't start a new thread: the job is not queued, nor run later
+                with self._lock:
+                    self._count -= 1
+                raise
+        self._jobs.put(job)
         return future
 
     def _work(self) -> None:
         jobs = self._jobs
         while True:
-            loop, future, context, fn, args = jobs.get()
-            result = error = None
-            if not future.cancelled():  # its request was cancelled while it waited: skip it
+            loop, future, context, fn, args, then = jobs.get()
+            if future.cancelled():  # its request was cancelled while it waited: skip it
+                if then is not None:
+                    _follow(context, then, _SKIPPED)
+            else:
                 try:
                     result, error = context.run(fn, *args), None
                 except BaseException as e:  # handed to the awaiting task, as concurrent.futures does
                     result, error = None, e
-                try:
-                    loop.call_soon_threadsafe(_resolve, future, result, error)
-                except RuntimeError:  # the loop is closed: no one is waiting any more
-                    pass
-            del loop, future, context, fn, args, result, error  # hold nothing while idle
+                if then is not None and future.cancelled():  # no one waits for it now
+                    _follow(context, then, result)
+                else:
+                    try:
+                        loop.call_soon_threadsafe(_resolve, future, result, error, then)
+                    except RuntimeError:  # the loop is closed: no one is waiting any more
+                        if then is not None:
+                            _follow(context, then, result)
+                del result, error
+            del loop, future, context, fn, args, then  # hold nothing while idle
             with self._lock:
                 self._idle += 1
 
 
-def _resolve(future: "asyncio.Future[Any]", result: Any, error: Optional[BaseException]) -> None:
+#: What ``then`` gets when its job never ran (its request was cancelled first).
+_SKIPPED = object()
+
+
+def _follow(context: contextvars.Context, then: Callable[[Any], Any], result: Any) -> None:
+    try:
+        context.run(then, result)
+    except Exception:
+        log.exception("webhooklite: giving up a cancelled request's id failed")
+
+
+def _resolve(future: "asyncio.Future[Any]", result: Any, error: Optional[BaseException],
+             then: Optional[Callable[[Any], Any]] = None) -> None:
     if not future.cancelled():
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(result)
+    elif then is not None:  # cancelled after its worker looked: the follow-up is this side's
+        _threads().run(then, result)
 
 
 _THREADS: List[_Threads] = []
