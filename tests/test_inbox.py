@@ -221,3 +221,59 @@ def test_handlers_whose_names_collide_each_run_once_and_the_inbox_goes_on(db):
         assert sorted(inbox.stats()["handlers"]) == ["m.h", "m.h#2", "m.h#2#2"]
     finally:
         inbox.close()
+
+
+def stored_before_a_restart(db, msg_id):
+    """An event stored by a process that then died before its handler ran (autostart=False stores only)."""
+    first = make(db, autostart=False)
+    receiver = webhooklite.Receiver(SECRET, inbox=first)
+    receiver.on("payment.completed", lambda event: None)
+    headers, body = signed(msg_id=msg_id)
+    assert receiver.handle("POST", "/", headers, body).status == 202
+    first.close()
+    return headers, body
+
+
+def test_under_asgi_lifespan_startup_runs_what_was_stored_before_a_restart_and_shutdown_stops(db):
+    import asyncio
+
+    stored_before_a_restart(db, "msg_before_restart")
+    inbox = make(db)
+    receiver = webhooklite.Receiver(SECRET, inbox=inbox)
+    runs = []
+    receiver.on("payment.completed", lambda event: runs.append(event.id))
+    messages = asyncio.Queue()
+    sent = []
+
+    async def send(message):
+        sent.append(message["type"])
+
+    async def lifespan():
+        task = asyncio.ensure_future(receiver.asgi({"type": "lifespan"}, messages.get, send))
+        await messages.put({"type": "lifespan.startup"})
+        for _ in range(500):  # no delivery arrives in this process: startup alone runs it
+            if runs:
+                break
+            await asyncio.sleep(0.01)
+        await messages.put({"type": "lifespan.shutdown"})
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(lifespan())
+    assert runs == ["msg_before_restart"] and inbox.event("msg_before_restart").state == "done"
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert not inbox._engine.running  # shutdown stopped the handlers
+    inbox.close()
+
+
+def test_a_duplicate_of_an_event_stored_before_a_restart_starts_the_handlers(db):
+    headers, body = stored_before_a_restart(db, "msg_retried")
+    inbox = make(db)
+    receiver = webhooklite.Receiver(SECRET, inbox=inbox)
+    runs = []
+    receiver.on("payment.completed", lambda event: runs.append(event.id))
+    # WSGI has no lifespan: the sender's retry is the first delivery this process sees.
+    answer = receiver.handle("POST", "/", headers, body)
+    assert (answer.status, json.loads(answer.body)) == (200, {"status": "duplicate"})
+    assert wait_for(lambda: runs == ["msg_retried"])  # handled, not left pending until a new event
+    inbox.stop()
+    inbox.close()

@@ -53,8 +53,8 @@ T = TypeVar("T")
 class ASGIApp:
     """An ASGI 3 application serving one :class:`Receiver` (get it as ``receiver.asgi``).
 
-    Answers ``http`` requests, completes the ``lifespan`` protocol (there is
-    nothing to start or stop), and refuses ``websocket`` connections.
+    Answers ``http`` requests, refuses ``websocket`` connections, and completes the ``lifespan``
+    protocol: with an inbox, startup starts its handlers and shutdown stops them (see _lifespan).
     """
 
     def __init__(self, receiver: Receiver) -> None:
@@ -69,7 +69,7 @@ class ASGIApp:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(self.receiver, receive, send)
         elif kind == "websocket":
             # Closing before accepting is how ASGI refuses a websocket (the server answers 403).
             await receive()  # websocket.connect
@@ -373,11 +373,25 @@ async def _answer(send: Send, response: Response, head_only: bool = False) -> No
     await send({"type": "http.response.body", "body": b"" if head_only else response.body, "more_body": False})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+#: At lifespan's shutdown, how long (seconds) an inbox's handlers in flight get to finish and be recorded.
+_SHUTDOWN_WAIT = 5.0
+
+
+async def _lifespan(receiver: Receiver, receive: Receive, send: Send) -> None:
+    """Startup starts an inbox's handlers in this process (events stored before a restart are
+    handled at once); shutdown stops them, those in flight finishing and being recorded, as
+    ``serve()`` does. Without an inbox there is nothing to start or stop."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            try:
+                receiver._serving(True)
+            except Exception as e:  # e.g. the inbox is closed: the server then does not start
+                await send({"type": "lifespan.startup.failed", "message": f"webhooklite: {e}"})
+                return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if getattr(receiver, "inbox", None) is not None:
+                await _threads().run(receiver._serving, False, _SHUTDOWN_WAIT)  # it waits on threads
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -256,12 +256,22 @@ class Inbox:
 
         Raises StorageError when the database cannot take it (the receiver answers 503).
         """
+        self._wanted()
         return self._group.put(self._row(event))
 
     def _put_later(self, event: Event, done: Any) -> None:
         """As :meth:`put`, but return at once: ``done(new, error)`` is called on the inbox's writer
         thread once the row is committed (the built-in server answers from there)."""
+        self._wanted()
         self._group.put_later(self._row(event), done)
+
+    def _wanted(self) -> None:
+        """A delivery reached this process: its handlers run here, unless autostart=False or stop().
+        Any delivery, a duplicate too: events stored before a restart are then handled, not left
+        pending until a new one arrives (under ASGI, lifespan's startup starts them even sooner)."""
+        if self.autostart and not self._engine.running and self._receiver is not None and not self._halted:
+            if not self._closed:
+                self.start()
 
     @staticmethod
     def _row(event: Event) -> Tuple[Any, ...]:
@@ -272,8 +282,7 @@ class Inbox:
 
     def _stored(self) -> None:
         """A batch stored new events: their handlers are due now."""
-        if self.autostart and not self._engine.running and self._receiver is not None and not self._halted:
-            self.start()  # the first delivery in this process (gunicorn, uvicorn workers) starts its handlers
+        self._wanted()  # the first delivery in this process (gunicorn, uvicorn workers) started them
         self._engine.wake()
 
     def _put_many(self, rows: List[Tuple[Any, ...]]) -> List[bool]:
