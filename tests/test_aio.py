@@ -319,6 +319,52 @@ def test_a_cancelled_send_leaves_the_sender_usable():
     assert server.connections == 2
 
 
+def test_a_waiting_send_cancelled_as_a_connection_frees_up_passes_it_to_the_next():
+    async def slow_sink(reader, writer):  # answers each request 0.2 s after reading it
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+                await reader.readexactly(int(length[0]))
+                await asyncio.sleep(0.2)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def go():
+        server = await asyncio.start_server(slow_sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sender = AsyncSender(f"http://127.0.0.1:{port}/", SECRET, max_connections=1,
+                             timeout=Timeout(connect=3, read=5), retry=Retry(attempts=1))
+        try:
+            waiting = []
+
+            async def first():
+                d = await sender.send("a.b", {})  # holds the one connection for 0.2 s
+                waiting[0].cancel()  # its caller gives up on the next send as the connection comes back
+                return d
+
+            a = asyncio.ensure_future(first())
+            await asyncio.sleep(0.05)
+            waiting.append(asyncio.ensure_future(sender.send("a.b", {})))  # waits for the connection
+            await asyncio.sleep(0.01)
+            start = time.monotonic()
+            c = await sender.send("a.b", {})  # waits behind it: it must get the connection, not time out
+            took = time.monotonic() - start
+            assert (await a).ok
+            with pytest.raises(asyncio.CancelledError):
+                await waiting[0]
+            return c, took
+        finally:
+            await sender.close()
+            server.close()
+
+    c, took = run(go())
+    assert c.ok and c.status == 200, c.error
+    assert took < 2.0  # the connect budget is 3 s: it did not wait that out
+
+
 def test_sender_arguments_are_checked():
     with pytest.raises(ValueError):
         AsyncSender("ftp://example.com/")

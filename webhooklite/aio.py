@@ -205,6 +205,10 @@ class _Pool:
             timer = self.loop.call_at(deadline, _expire_waiter, waiter, self.limit)
             try:
                 await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._wake_one()  # woken for a free slot, then cancelled: the next waiter takes it
+                raise
             finally:
                 timer.cancel()
                 if waiter in self._waiters:
