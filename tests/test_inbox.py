@@ -277,3 +277,24 @@ def test_a_duplicate_of_an_event_stored_before_a_restart_starts_the_handlers(db)
     assert wait_for(lambda: runs == ["msg_retried"])  # handled, not left pending until a new event
     inbox.stop()
     inbox.close()
+
+
+def test_what_a_handler_sets_in_a_context_variable_does_not_reach_the_next_event(db):
+    import contextvars
+
+    tenant = contextvars.ContextVar("tenant", default=None)
+    inbox = make(db, workers=1, autostart=False)
+    receiver = webhooklite.Receiver(SECRET, inbox=inbox)
+    seen = []
+
+    @receiver.on("payment.completed")
+    def bind(event):  # e.g. structlog.contextvars.bind_contextvars(tenant=...)
+        seen.append((event.id, tenant.get()))
+        if event.data.get("tenant"):
+            tenant.set(event.data["tenant"])
+
+    for i, data in enumerate([{"tenant": "acme"}, {}]):
+        assert receiver.handle("POST", "/", *signed(msg_id=f"msg_ctx{i}", data=data)).status == 202
+    assert inbox.drain(timeout=5)
+    assert seen == [("msg_ctx0", None), ("msg_ctx1", None)]  # one worker thread ran both
+    inbox.close()

@@ -35,6 +35,7 @@ between a failure and its retry counts as a new one. ``async def`` handlers run 
 on the receiver's own loop. ``handler_timeout`` is a deadline that is logged when a handler
 exceeds it (a thread cannot be stopped from outside).
 """
+import contextvars
 import datetime
 import json
 import logging
@@ -377,7 +378,9 @@ class Inbox:
             t0 = time.monotonic()
             error: Optional[str] = None
             try:
-                result = handler(event)
+                # In a context of its own, as under ASGI: what one handler sets in a ContextVar
+                # (a tenant, a logging binding) never reaches the next event's handlers.
+                result = contextvars.copy_context().run(handler, event)
                 if hasattr(result, "__await__"):  # async def: on the receiver's own loop
                     receiver._loop().run(result)
             except BaseException as exc:  # sys.exit() in a handler too: it would end this thread silently
