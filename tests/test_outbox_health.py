@@ -6,6 +6,7 @@ import datetime
 import logging
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -352,7 +353,7 @@ def test_a_version_2_database_is_migrated_in_place_and_keeps_its_messages(server
     conn.commit()
     conn.close()
     with webhooklite.Outbox(db.target) as outbox:
-        assert db.rows("SELECT version FROM webhooklite_schema WHERE part = 'outbox'") == [(3,)]
+        assert db.rows("SELECT version FROM webhooklite_schema WHERE part = 'outbox'") == [(4,)]
         assert outbox.endpoints()[0].last_success is None
         assert outbox.drain(timeout=10)
         assert server.ids("/ok") == ["msg_v2"] and outbox.stats()[1]["last_success"] is not None
@@ -372,3 +373,51 @@ def test_what_a_status_page_reads_pages_of_one_endpoints_deliveries_and_their_at
         assert attempt.status == 200 and attempt.response == b'{"answer":"from the test server"}'
         endpoint = outbox.endpoints()[0]
         assert endpoint.failing_since is None and time.time() - 60 < endpoint.last_success <= time.time()
+
+
+def test_a_new_endpoint_never_gets_a_removed_ones_id_nor_its_url_and_secret(server, db):
+    a_secret, b_secret = "whsec_" + "A" * 40, "whsec_" + "B" * 40
+    with webhooklite.Outbox(db.target, schedule=(0,)) as outbox:
+        a = outbox.add_endpoint(server.base + "/customer-a", secret=a_secret)
+        outbox.send("invoice.paid", {"customer": "A"}, id="msg_for_a")
+        assert outbox.drain(timeout=10)  # a worker has built (and keeps) customer A's Sender
+        outbox.remove_endpoint(a)  # customer A leaves: the newest endpoint, on sqlite its id was free again
+        b = outbox.add_endpoint(server.base + "/customer-b", secret=b_secret)
+        assert b != a
+        outbox.send("invoice.paid", {"customer": "B"}, id="msg_for_b")
+        assert outbox.drain(timeout=10)
+    assert server.ids("/customer-a") == ["msg_for_a"]  # not B's payload, at A's URL
+    assert server.ids("/customer-b") == ["msg_for_b"]
+    (_, _, headers, body), = [r for r in server.requests if r[1] == "/customer-b"]
+    webhooklite.verify(body, headers, b_secret)  # signed with B's secret, not A's
+
+
+def test_a_version_3_sqlite_file_gets_ids_that_are_never_used_again(server, tmp_path):
+    from webhooklite.backends.sqlite import OUTBOX_2_TO_3, OUTBOX_SCHEMA, SCHEMA_TABLE
+
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OUTBOX_SCHEMA + OUTBOX_2_TO_3 + SCHEMA_TABLE + ";")
+    conn.execute("INSERT INTO webhooklite_schema (part, version) VALUES ('outbox', 3)")
+    conn.execute("INSERT INTO webhooklite_endpoints (url, scheme, events, headers, timeout, created) VALUES "
+                 "(?, 'standard', '[\"*\"]', '{}', 5, 0)", (server.base + "/ok",))
+    conn.execute("INSERT INTO webhooklite_messages (id, event, body, created) VALUES ('msg_v3', 'x', ?, 0)",
+                 (b'{"event":"x"}',))
+    conn.execute("INSERT INTO webhooklite_deliveries (message_id, endpoint_id, state, next_at, created, updated) "
+                 "VALUES ('msg_v3', 1, 'pending', 0, 0, 0)")
+    conn.commit()
+    conn.close()
+    with webhooklite.Outbox(str(path), schedule=(0,)) as outbox:
+        assert outbox.drain(timeout=10)  # its pending delivery went out after the migration
+        assert server.ids("/ok") == ["msg_v3"]
+        outbox.remove_endpoint(1)
+        again = outbox.add_endpoint(server.base + "/again")
+        assert again == 2  # not 1 again
+        outbox.send("x", {}, id="msg_after")
+        assert [d.id for d in outbox.deliveries(endpoint=again)] == [2]  # not 1, removed with its endpoint
+    check = sqlite3.connect(path)
+    assert check.execute("SELECT version FROM webhooklite_schema WHERE part = 'outbox'").fetchall() == [(4,)]
+    indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"webhooklite_deliveries_due", "webhooklite_deliveries_keyed", "webhooklite_deliveries_dead",
+            "webhooklite_deliveries_message"} <= indexes
+    check.close()

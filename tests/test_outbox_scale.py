@@ -50,8 +50,9 @@ def test_a_0_1_file_migrates_in_place_and_delivers_its_pending_messages(raw, tmp
         c = sqlite3.connect(path)
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"webhooklite_schema", "webhooklite_endpoints", "webhooklite_messages",
-                          "webhooklite_deliveries", "webhooklite_attempts"}
-        assert c.execute("SELECT part, version FROM webhooklite_schema").fetchall() == [("outbox", 3)]
+                          "webhooklite_deliveries", "webhooklite_attempts",
+                          "sqlite_sequence"}  # SQLite's own: where AUTOINCREMENT keeps each table's last id
+        assert c.execute("SELECT part, version FROM webhooklite_schema").fetchall() == [("outbox", 4)]
         assert c.execute("PRAGMA user_version").fetchone() == (2,)  # a 0.1 process now refuses the file
         c.close()
         eps = {e.url.rsplit("/", 1)[1]: e for e in outbox.endpoints()}

@@ -66,8 +66,9 @@ if hasattr(os, "register_at_fork"):
 SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS webhooklite_schema (part TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 
 #: 1 was webhooklite 0.1 (tables endpoints, messages, deliveries, attempts; PRAGMA user_version = 1);
-#: 2 added tenants and ordering keys; 3 endpoint health (last_success, failing_since) and attempts by time.
-OUTBOX_VERSION = 3
+#: 2 added tenants and ordering keys; 3 endpoint health (last_success, failing_since) and attempts by time;
+#: 4 made endpoint and delivery ids unique for the life of the file (AUTOINCREMENT).
+OUTBOX_VERSION = 4
 
 OUTBOX_ENDPOINTS = """
 CREATE TABLE webhooklite_endpoints (
@@ -161,10 +162,70 @@ ALTER TABLE webhooklite_endpoints ADD COLUMN failing_since REAL;
 CREATE INDEX webhooklite_attempts_at ON webhooklite_attempts (at);
 """
 
+#: Version 3 to 4: endpoint and delivery ids are never used again (AUTOINCREMENT). Without it
+#: SQLite gives a new row the id of the newest one deleted: a new endpoint got a removed one's id,
+#: and with it the Sender (URL, secret) a worker had cached for that id; a delivery purged or
+#: removed with its endpoint left its id to the next one, which a late outcome then settled.
+#: The two tables are rebuilt (the same columns, ids kept), their indexes with them.
+OUTBOX_3_TO_4 = """
+CREATE TABLE webhooklite_endpoints_4 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL DEFAULT '',
+    url TEXT NOT NULL,
+    secret TEXT,
+    scheme TEXT NOT NULL,
+    events TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    timeout REAL NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    last_success REAL,
+    failing_since REAL,
+    UNIQUE (tenant, url)
+);
+INSERT INTO webhooklite_endpoints_4 (id, tenant, url, secret, scheme, events, headers, timeout, enabled,
+                                     disabled_reason, version, created, last_success, failing_since)
+    SELECT id, tenant, url, secret, scheme, events, headers, timeout, enabled, disabled_reason, version, created,
+           last_success, failing_since FROM webhooklite_endpoints;
+DROP TABLE webhooklite_endpoints;
+ALTER TABLE webhooklite_endpoints_4 RENAME TO webhooklite_endpoints;
+CREATE TABLE webhooklite_deliveries_4 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    endpoint_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    next_at REAL,
+    worker TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    key TEXT
+);
+INSERT INTO webhooklite_deliveries_4 (id, message_id, endpoint_id, state, next_at, worker, tries, attempts,
+                                      last_status, last_error, created, updated, key)
+    SELECT id, message_id, endpoint_id, state, next_at, worker, tries, attempts, last_status, last_error,
+           created, updated, key FROM webhooklite_deliveries;
+DROP TABLE webhooklite_deliveries;
+ALTER TABLE webhooklite_deliveries_4 RENAME TO webhooklite_deliveries;
+CREATE INDEX webhooklite_deliveries_due ON webhooklite_deliveries (endpoint_id, next_at) WHERE state = 'pending';
+CREATE INDEX webhooklite_deliveries_keyed ON webhooklite_deliveries (endpoint_id, key, id)
+    WHERE state = 'pending' AND key IS NOT NULL;
+CREATE INDEX webhooklite_deliveries_dead ON webhooklite_deliveries (endpoint_id) WHERE state = 'dead';
+CREATE INDEX webhooklite_deliveries_message ON webhooklite_deliveries (message_id)
+"""
+
 #: Each durable part's tables: (version, script). An inbox adds its own entry (and its queries below).
-SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA + OUTBOX_2_TO_3)}
+#: A new file goes the way an old one does: the version 2 tables, then each step (on empty tables).
+SCHEMAS: Dict[str, Tuple[int, str]] = {
+    "outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA + OUTBOX_2_TO_3 + ";\n" + OUTBOX_3_TO_4),
+}
 #: (part, version) -> the script that takes its tables to the next version, in place.
-MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3}
+MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3, ("outbox", 3): OUTBOX_3_TO_4}
 
 # -- queries -------------------------------------------------------------------------------
 
