@@ -298,3 +298,14 @@ def test_what_a_handler_sets_in_a_context_variable_does_not_reach_the_next_event
     assert inbox.drain(timeout=5)
     assert seen == [("msg_ctx0", None), ("msg_ctx1", None)]  # one worker thread ran both
     inbox.close()
+
+
+def test_start_with_a_closed_inbox_raises_and_leaves_no_server_running(tmp_path):
+    inbox = webhooklite.Inbox(str(tmp_path / "inbox.db"))
+    receiver = webhooklite.Receiver(SECRET, inbox=inbox)
+    receiver.on("payment.completed", lambda event: None)
+    inbox.close()
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(RuntimeError, match="closed"):
+        receiver.start()
+    assert wait_for(lambda: not {t.name for t in threading.enumerate()} - before)  # its threads ended

@@ -327,3 +327,37 @@ def test_a_sender_retries_409_until_the_first_copy_is_done():
     assert results["first"].ok and results["second"].ok
     assert results["second"].attempts > 1 and results["second"].response_body == b'{"status":"duplicate"}'
     assert runs == ["msg_twice"]
+
+
+def test_a_handler_that_calls_sys_exit_leaves_its_event_to_the_retry_not_marked_done(caplog):
+    receiver = webhooklite.Receiver(SECRET)
+    runs = []
+
+    @receiver.on("payment.completed")
+    def exits_once(event):
+        runs.append(event.id)
+        if len(runs) == 1:
+            sys.exit("the handler gave up")  # not handled: it must not count as done
+
+    headers, body = signed(msg_id="msg_sys_exit")
+    with receiver.start() as server, caplog.at_level(logging.ERROR, logger="webhooklite"):
+        first = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        first.request("POST", "/", body=body, headers=headers)
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            first.getresponse()  # no answer: the connection closes
+        first.close()
+        again = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        again.request("POST", "/", body=body, headers=headers)
+        answer = again.getresponse()
+        assert (answer.status, answer.read()) == (200, b'{"status":"ok"}')  # handled now, not "duplicate"
+        again.close()
+    assert runs == ["msg_sys_exit", "msg_sys_exit"]
+    assert "SystemExit" in caplog.text  # said in the log, not a silent end of the connection's thread
+    # Called directly (as a WSGI server's thread calls it), SystemExit goes on up, and the id is free again.
+    direct = webhooklite.Receiver(SECRET)
+    direct.on("payment.completed", exits_once)
+    runs.clear()
+    headers, body = signed(msg_id="msg_sys_exit_direct")
+    with pytest.raises(SystemExit):
+        direct.handle("POST", "/", headers, body)
+    assert direct.handle("POST", "/", headers, body).status == 200 and len(runs) == 2

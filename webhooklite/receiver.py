@@ -263,9 +263,8 @@ class Receiver:
         if admitted is None or isinstance(admitted, Response):
             return admitted
         event, handlers = admitted
-        failed = True
+        failed = False
         try:
-            failed = False
             for handler in handlers:
                 try:
                     result = handler(event)
@@ -274,7 +273,10 @@ class Receiver:
                 except Exception:
                     failed = True
                     self._log_failure(handler, event)
-        finally:  # KeyboardInterrupt, SystemExit too: the id must not stay busy
+        except BaseException:  # KeyboardInterrupt, SystemExit: not handled, so not done either
+            failed = True
+            raise
+        finally:  # the id must not stay busy
             self._settle(event.id, failed)
         return _HANDLER_FAILED if failed else _OK
 
@@ -434,7 +436,11 @@ class Receiver:
 
         server = WebhookServer(self, host, port, **options)
         server.start()
-        self._serving(True)
+        try:
+            self._serving(True)
+        except BaseException:  # e.g. a closed inbox: no server left running that the caller cannot stop
+            server.stop()
+            raise
         return server
 
     def _serving(self, on: bool, timeout: Optional[float] = None) -> None:

@@ -366,7 +366,7 @@ class WebhookServer:
                 rfile.close()
         except (OSError, ValueError):
             pass  # the client went away, or the watchdog cut it off
-        except Exception:
+        except BaseException:  # SystemExit from a handler too: logged, not a silent end of this thread
             log.exception("unexpected error serving %s", addr[0] if addr else addr)
         finally:
             # An answer still being written from the inbox's thread: the socket stays open, and in
