@@ -123,3 +123,34 @@ def test_tables_live_in_the_schema_of_the_search_path(postgres, raw):
         assert tables == {"webhooklite_schema", "webhooklite_endpoints", "webhooklite_messages",
                           "webhooklite_deliveries", "webhooklite_attempts"}
         assert c.execute("SELECT part, version FROM webhooklite_schema").fetchall() == [("outbox", 4)]
+
+
+def test_a_batch_whose_transaction_postgresql_aborted_raises_instead_of_losing_its_sends(postgres):
+    import urllib.parse
+
+    from webhooklite.backends import StorageError
+
+    psycopg = need_module("psycopg", "needs the PostgreSQL driver psycopg 3")
+    url = postgres()
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query["options"] += " -cstatement_timeout=500"  # a send that waits on a lock fails after 0.5 s
+    short = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
+    outbox = webhooklite.Outbox(short)
+    outbox.add_endpoint("http://127.0.0.1:9/hooks")
+    other = psycopg.connect(url)  # another process of the app, sending order-42 in its open transaction
+    try:
+        outbox.send("order.paid", {"n": 0}, id="order-42", conn=other)
+        with pytest.raises(StorageError, match="aborted"):
+            with outbox.batch():
+                outbox.send("order.created", {"n": 1}, id="order-41")
+                with pytest.raises(StorageError):
+                    outbox.send("order.paid", {"n": 42}, id="order-42")  # waits on the other: times out
+                # caught, and the block goes on: PostgreSQL has aborted the transaction by now
+        assert outbox.deliveries() == []  # all or none, and the caller was told it was none
+        other.rollback()
+        assert outbox.send("order.created", {"n": 1}, id="order-41") == "order-41"  # the connection serves on
+        assert [d.message_id for d in outbox.deliveries()] == ["order-41"]
+    finally:
+        other.close()
+        outbox.close()

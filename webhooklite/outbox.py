@@ -415,7 +415,9 @@ class Outbox:
     def batch(self) -> Iterator["Outbox"]:
         """Make every ``send`` in the block one transaction (all or none on an exception, or a failed COMMIT).
 
-        On sqlite the file's write lock is held for the whole block: keep it short.
+        On sqlite the file's write lock is held for the whole block: keep it short. A send that raises
+        StorageError inside the block, caught there: on PostgreSQL the failed statement has aborted the
+        transaction, so the block's end raises StorageError too, and nothing in it is stored.
         """
         b = self.backend
         with self._conn() as c:

@@ -378,6 +378,11 @@ QUERIES["store"] = {
 
 # -- drivers -------------------------------------------------------------------------------
 
+#: A connection's ``info.transaction_status`` inside a transaction that a failed statement aborted
+#: (INERROR: the same number in psycopg 3 and psycopg2).
+_IN_ERROR = 3
+
+
 class _Driver:
     """What differs between psycopg 3 and psycopg2, in one place."""
 
@@ -504,6 +509,16 @@ class PostgresBackend(Backend):
     def broken(self, conn: Any) -> bool:
         d = _driver_of(conn)
         return d is not None and d.broken(conn)
+
+    def commit(self, conn: Any) -> None:
+        """As every backend's; and a transaction PostgreSQL has already aborted (a statement in it failed,
+        and the caller caught the error and went on, in ``Outbox.batch()``) is rolled back with an error:
+        COMMIT would roll it back without one, and what the block sent would be lost in silence."""
+        if int(getattr(getattr(conn, "info", None), "transaction_status", 0)) == _IN_ERROR:
+            self.rollback(conn)
+            raise StorageError("the transaction was aborted by a statement that failed in it: nothing in it was "
+                               "stored (PostgreSQL refuses every statement after a failed one, COMMIT too)")
+        super().commit(conn)
 
     def execute(self, conn: Any, sql: str, params: Any = None) -> int:
         try:
