@@ -421,3 +421,23 @@ def test_a_version_3_sqlite_file_gets_ids_that_are_never_used_again(server, tmp_
     assert {"webhooklite_deliveries_due", "webhooklite_deliveries_keyed", "webhooklite_deliveries_dead",
             "webhooklite_deliveries_message"} <= indexes
     check.close()
+
+
+def test_start_called_while_another_threads_drain_runs_keeps_delivering_after_that_drain(db):
+    slow = Server(hook=(200, 0.3))
+    try:
+        with webhooklite.Outbox(db.target, schedule=(0,)) as outbox:
+            outbox.add_endpoint(slow.base + "/hook")
+            outbox.send("a", {}, id="msg_a")
+            drainer = threading.Thread(target=outbox.drain, kwargs={"timeout": 5})  # e.g. a start-up helper
+            drainer.start()
+            time.sleep(0.1)
+            outbox.start()  # the app: deliver in the background from now on
+            drainer.join(10)
+            assert outbox.running  # that drain's end did not stop what start() asked for
+            outbox.send("b", {}, id="msg_b")
+            assert wait_for(lambda: slow.ids("/hook") == ["msg_a", "msg_b"], 5)
+            outbox.stop()
+            assert not outbox.running
+    finally:
+        slow.close()

@@ -231,6 +231,7 @@ class Engine:
         self._progress = threading.Condition(self._lock)  # notified whenever a crew commits a round
         self._crew: Optional[_Crew] = None
         self._drainers = 0  # drain() calls running on a crew that drain() started
+        self._kept = False  # start() was called: the crew runs on after the drains that started it
         self._stopped = threading.Event()
         self._stopped.set()
 
@@ -258,8 +259,13 @@ class Engine:
         return base
 
     def start(self) -> None:
-        """Start a crew unless one is running."""
+        """Start a crew unless one is running; it runs until :meth:`stop` (a drain() ending leaves it)."""
+        self._start(keep=True)
+
+    def _start(self, keep: bool) -> None:
         with self._lock:
+            if keep:
+                self._kept = True
             if self._crew is not None:
                 return
             crew = _Crew(self)
@@ -274,6 +280,7 @@ class Engine:
         and the engine can be started again at once.
         """
         with self._lock:
+            self._kept = False
             crew = self._crew
         if crew is None:
             return True
@@ -303,14 +310,14 @@ class Engine:
 
         A StorageError from ``pending()`` counts as "still pending" (the database comes back, and so
         do the workers). When no crew runs, one is started for the call and stopped at its end; concurrent drains
-        share it, and the last one out stops it.
+        share it, and the last one out stops it, unless :meth:`start` was called meanwhile.
         """
         with self._lock:
             borrowing = self._crew is None or self._drainers > 0
             if borrowing:
                 self._drainers += 1
         if borrowing:
-            self.start()
+            self._start(keep=False)
         deadline = None if timeout is None else time.monotonic() + timeout
         failing = False
         try:
@@ -337,9 +344,14 @@ class Engine:
             if borrowing:
                 with self._lock:
                     self._drainers -= 1
-                    last = self._drainers == 0
-                if last:
-                    self.stop()
+                    crew = None
+                    if self._drainers == 0 and not self._kept:  # else start() was called meanwhile: keep it
+                        crew, self._crew = self._crew, None  # from now on, a start() starts a crew of its own
+                if crew is not None:
+                    crew.stop(None)
+                    with self._lock:
+                        if self._crew is None:
+                            self._stopped.set()
 
     def wait_stopped(self, timeout: float) -> bool:
         """Wait until no crew runs (stopped from another thread)."""
