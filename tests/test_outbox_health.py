@@ -441,3 +441,23 @@ def test_start_called_while_another_threads_drain_runs_keeps_delivering_after_th
             assert not outbox.running
     finally:
         slow.close()
+
+
+def test_update_endpoint_reaches_the_deliveries_already_claimed(db):
+    old_secret, new_secret = "whsec_" + "A" * 40, "whsec_" + "B" * 40
+    moved = Server(old=(200, 1.0))  # the old URL answers after a second: the rest wait as claims
+    try:
+        with webhooklite.Outbox(db.target, schedule=(0, 1), workers=1, timeout=5, lease=20) as outbox:
+            eid = outbox.add_endpoint(moved.base + "/old", secret=old_secret)
+            ids = [outbox.send("order.created", {"n": i}, id=f"msg_move{i}") for i in range(4)]
+            outbox.start()
+            assert wait_for(lambda: len(moved.ids("/old")) == 1, 5)  # the first is in flight
+            outbox.update_endpoint(eid, url=moved.base + "/new", secret=new_secret)
+            assert outbox.drain(timeout=10)
+        assert moved.ids("/old") == ids[:1]  # only the one already on its way
+        assert moved.ids("/new") == ids[1:]
+        for _, path, headers, body in moved.requests:
+            if path == "/new":
+                webhooklite.verify(body, headers, new_secret)  # and signed with the new secret
+    finally:
+        moved.close()

@@ -612,6 +612,13 @@ class _Crew:
                     for job in self.queues.pop(lane):
                         self.held.pop(job.id, None)
                         dropped.append(job.id)
+                # A lane whose config changed meanwhile (update_endpoint: a new URL, secret, headers): its
+                # queued claims go out with the new one. (Each round does it, so a queue's first job tells.)
+                for lane, queue in self.queues.items():
+                    current = lanes[lane]
+                    if queue and queue[0].config is not current[0]:
+                        for job in queue:
+                            job.config, job.budget = current
             # How many more each lane may hold, computed once: the pace (so the depth) moves as attempts end.
             free = {lane: self.depth(lane) - room.get(lane, 0) for lane in lanes}
             hungry = [lane for lane, n in free.items() if n > 0]

@@ -523,6 +523,7 @@ class Outbox:
             current = self._current(row)
             current.update({k: v for k, v in changes.items() if k != "url"})
             self._store.update_endpoint(c, eid, self._config(url, current, {}))
+        self._engine.wake()  # a round now gives deliveries already claimed here the new URL, secret, headers
         return next(e for e in self.endpoints() if e.id == eid)
 
     @staticmethod
