@@ -3,6 +3,7 @@ and on_dead callbacks, recover(), stats() per endpoint, metrics(), and the schem
 brings the health columns. Every test that takes ``db`` runs on sqlite and on PostgreSQL, against
 real loopback servers; one runs two processes on one database."""
 import datetime
+import json
 import logging
 import os
 import re
@@ -461,3 +462,37 @@ def test_update_endpoint_reaches_the_deliveries_already_claimed(db):
                 webhooklite.verify(body, headers, new_secret)  # and signed with the new secret
     finally:
         moved.close()
+
+
+class ByBody(LoopbackServer):
+    """200 for a body whose "ok" is true, else 500."""
+
+    def respond(self, conn, method, path, headers, body):
+        return self.answer(conn, 200 if json.loads(body)["ok"] else 500, b"{}")
+
+
+def test_a_success_soon_after_another_still_ends_a_failing_streak_another_process_began(db):
+    sink = ByBody()
+    options = dict(schedule=(0, 3600), disable_after=2.0)
+    a, b = webhooklite.Outbox(db.target, **options), webhooklite.Outbox(db.target, **options)  # two processes
+    try:
+        a.add_endpoint(sink.base + "/hook")
+
+        def deliver(outbox, ok):
+            n = len(sink.requests)
+            outbox.send("e", {"ok": ok})
+            outbox.start()
+            assert wait_for(lambda: len(sink.requests) > n and not outbox._engine.busy(), 5)
+            outbox.stop()
+
+        deliver(a, True)
+        deliver(b, False)  # the other process: a failing streak starts
+        deliver(a, True)  # a success after it, within a second of a's last one: the streak is over
+        assert a.endpoints()[0].failing_since is None
+        time.sleep(2.2)
+        deliver(b, False)  # one failure, over disable_after after a success: not a reason to disable
+        assert a.endpoints()[0].enabled
+    finally:
+        a.close()
+        b.close()
+        sink.close()

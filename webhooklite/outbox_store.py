@@ -87,9 +87,6 @@ class OutboxStore:
         self.lane_config = lane_config
         #: Seconds of nothing but failures after which an endpoint is disabled (None: never).
         self.disable_after = disable_after
-        # Per endpoint, the start of the last success this process wrote (while none of its failures came
-        # since): a busy healthy endpoint costs one health statement a second, not one a round.
-        self._ok_written: Dict[Any, float] = {}
 
     # -- the engine's queue -------------------------------------------------------------
 
@@ -194,15 +191,15 @@ class OutboxStore:
             elif not s.outcome.close:  # a 410 disabled it already
                 failed.setdefault(s.job.lane, []).append(s)
         for lane, at in ok.items():
-            if lane not in failed and at - self._ok_written.get(lane, float("-inf")) < 1.0:
-                continue  # written less than a second ago (another process's failure is cleared within one)
+            # Every success is offered: the row changes only to end a failing streak (another process's
+            # failure, too) or when its last_success is over a second old. (Skipping the statement here,
+            # by what this process wrote last, missed streaks other processes began, and forgot that a
+            # round's transaction can roll back: a recovered endpoint was then disabled.)
             b.execute(conn, q["health_ok"], {"id": lane, "at": at, "fresh": at - 1.0})
-            self._ok_written[lane] = at
         for lane, fails in failed.items():
             later = [s for s in fails if s.started > ok.get(lane, float("-inf"))]
             if not later:
                 continue
-            self._ok_written.pop(lane, None)  # the next success is written at once
             b.execute(conn, q["health_failed"], {"id": lane, "at": min(s.started for s in later)})
             if self.disable_after is None:
                 continue
