@@ -496,3 +496,24 @@ def test_a_success_soon_after_another_still_ends_a_failing_streak_another_proces
         a.close()
         b.close()
         sink.close()
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc (Linux)")
+def test_removed_and_disabled_endpoints_do_not_keep_their_connections_open(server, db):
+    with webhooklite.Outbox(db.target, schedule=(0,), poll=0.1) as outbox:
+        outbox.start()
+        ids = [outbox.add_endpoint(f"{server.base}/ok{i}") for i in range(10)]
+        outbox.send("x", {})
+        assert wait_for(lambda: len(server.requests) == 10 and not outbox.pending(), 10)  # each keeps one open
+        with_them = open_fds()
+        for eid in ids[:5]:
+            outbox.remove_endpoint(eid)
+        for eid in ids[5:]:
+            outbox.disable_endpoint(eid)
+        # Each connection closed: its socket here and, seeing the end, the test server's side of it (which
+        # would itself close an idle one only after 5 s).
+        assert wait_for(lambda: open_fds() <= with_them - 20, 3), (with_them, open_fds())

@@ -301,7 +301,7 @@ class Outbox:
         self.on_disabled = on_disabled
         #: Called with the DeliveryRecord of each delivery that dies.
         self.on_dead = on_dead
-        self._store = OutboxStore(self.backend, self._lane_config, self.disable_after)
+        self._store = OutboxStore(self.backend, self._lane_config, self.disable_after, self._close_senders)
         self._senders: Dict[int, Tuple[int, Sender]] = {}
         self._senders_lock = threading.Lock()
         self._capped: Set[int] = set()  # endpoints whose stored timeout this lease does not cover
@@ -818,6 +818,14 @@ class Outbox:
                 cached[1].close()  # connections in flight are closed when they come back
             self._senders[eid] = (version, sender)
             return sender, timeout
+
+    def _close_senders(self, enabled: Set[int]) -> None:
+        """Close the Senders of endpoints no longer enabled (removed, disabled), and their kept-alive
+        connections with them (one in flight is closed when it comes back)."""
+        with self._senders_lock:
+            gone = [self._senders.pop(eid)[1] for eid in [e for e in self._senders if e not in enabled]]
+        for sender in gone:
+            sender.close()
 
     @staticmethod
     def _attempt(job: Job) -> Outcome:

@@ -76,15 +76,18 @@ def load_secret(text: Optional[str]) -> Optional[Secret]:
 
 class OutboxStore:
     """The outbox's side of a backend. ``lane_config(row)`` turns an enabled endpoint's row
-    ``(id, version, url, secret, scheme, headers, timeout)`` into ``(Sender, timeout)`` for its attempts."""
+    ``(id, version, url, secret, scheme, headers, timeout)`` into ``(Sender, timeout)`` for its attempts;
+    ``open_lanes(ids)``, when given, hears which endpoints are enabled each time they are read."""
 
     part = "outbox"
 
     def __init__(self, backend: Backend, lane_config: Callable[[Row], Tuple[Any, float]],
-                 disable_after: Optional[float] = None) -> None:
+                 disable_after: Optional[float] = None,
+                 open_lanes: Optional[Callable[[Set[Any]], None]] = None) -> None:
         self.b = backend
         self.q = backend.queries[self.part]
         self.lane_config = lane_config
+        self.open_lanes = open_lanes
         #: Seconds of nothing but failures after which an endpoint is disabled (None: never).
         self.disable_after = disable_after
 
@@ -100,7 +103,10 @@ class OutboxStore:
         return self.b.transaction(conn)
 
     def lanes(self, conn: Any) -> Dict[Any, Tuple[Any, float]]:
-        return {row[0]: self.lane_config(row) for row in self.b.fetchall(conn, self.q["lanes"])}
+        lanes = {row[0]: self.lane_config(row) for row in self.b.fetchall(conn, self.q["lanes"])}
+        if self.open_lanes is not None:
+            self.open_lanes(set(lanes))
+        return lanes
 
     def first_due(self, conn: Any, lanes: Sequence[Any]) -> Dict[Any, Optional[float]]:
         return {r[0]: r[1] for r in self.b.fetchall(conn, self.q["first_due"], {"ids": self.b.ids(lanes)})}
