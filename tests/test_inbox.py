@@ -242,13 +242,13 @@ def test_under_asgi_lifespan_startup_runs_what_was_stored_before_a_restart_and_s
     receiver = webhooklite.Receiver(SECRET, inbox=inbox)
     runs = []
     receiver.on("payment.completed", lambda event: runs.append(event.id))
-    messages = asyncio.Queue()
     sent = []
 
     async def send(message):
         sent.append(message["type"])
 
     async def lifespan():
+        messages = asyncio.Queue()  # made on the loop (Python 3.9 binds it to the loop current at creation)
         task = asyncio.ensure_future(receiver.asgi({"type": "lifespan"}, messages.get, send))
         await messages.put({"type": "lifespan.startup"})
         for _ in range(500):  # no delivery arrives in this process: startup alone runs it
