@@ -196,6 +196,7 @@ class Inbox:
         self._runs_lock = threading.Lock()
         self._names: Dict[Tuple[Any, ...], List[Tuple[str, Any]]] = {}  # the router's handlers, named
         self._halted = False  # stop() was called: a delivery stored after it starts no handlers
+        self._starting = threading.Lock()  # an autostart and a stop() do not cross (see _wanted)
 
     def _forked(self) -> None:
         if self._api_conn is not None:
@@ -271,8 +272,9 @@ class Inbox:
         Any delivery, a duplicate too: events stored before a restart are then handled, not left
         pending until a new one arrives (under ASGI, lifespan's startup starts them even sooner)."""
         if self.autostart and not self._engine.running and self._receiver is not None and not self._halted:
-            if not self._closed:
-                self.start()
+            with self._starting:  # checked again: a stop() just now must not be undone
+                if not self._halted and not self._closed and not self._engine.running:
+                    self._engine.start()
 
     @staticmethod
     def _row(event: Event) -> Tuple[Any, ...]:
@@ -313,7 +315,8 @@ class Inbox:
     def stop(self, timeout: Optional[float] = None) -> None:
         """Stop running handlers: those in flight finish and are recorded; claims not started are handed back.
         Deliveries stored after it do not start them again (:meth:`start` does)."""
-        self._halted = True
+        with self._starting:
+            self._halted = True
         self._engine.stop(timeout)
 
     def drain(self, timeout: Optional[float] = None, *, due_only: bool = False) -> bool:
