@@ -76,6 +76,18 @@ def test_postgres_restarted_mid_delivery_workers_reconnect_and_nothing_is_lost(r
     assert "answers again" in caplog.text  # the dispatcher said it recovered
 
 
+def test_the_first_send_after_a_postgres_restart_goes_through_on_a_new_connection(private_postgres):
+    with webhooklite.Outbox(private_postgres.url) as outbox:
+        outbox.add_endpoint("http://127.0.0.1:9/hooks")
+        outbox.send("before.restart", {}, id="msg_before")
+        private_postgres.restart()  # the API connection, idle, is cut; nothing tells it so until it is used
+        assert outbox.send("after.restart", {}, id="msg_after") == "msg_after"  # no StorageError for that
+        assert sorted(d.message_id for d in outbox.deliveries()) == ["msg_after", "msg_before"]
+        private_postgres.stop()
+        with pytest.raises(StorageError, match="cannot reach PostgreSQL"):  # down is still down, at once
+            outbox.send("during.outage", {})
+
+
 def test_connections_killed_mid_claim_workers_reconnect_and_nothing_is_lost(raw, postgres):
     psycopg = need_module("psycopg", "needs psycopg 3")
     url = postgres()

@@ -357,20 +357,28 @@ class Outbox:
             try:
                 yield self._api_conn
             except StorageError as e:
-                if self._batch_depth == 0 and self.backend.unusable(self._api_conn, e):
+                if self._batch_depth == 0 and self._api_conn is not None and self.backend.unusable(self._api_conn, e):
                     self.backend.close(self._api_conn)
                     self._api_conn = None
                 raise
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
-        """A write transaction on the API connection (or the open batch's)."""
+        """A write transaction on the API connection (or the open batch's); on a new one if the server
+        dropped it while idle (the first send after a PostgreSQL restart does not fail for that)."""
         with self._conn() as c:
             if self._batch_depth:
                 yield c
             else:
-                with self.backend.transaction(c):
+                with self.backend.transaction(c, reconnect=self._reconnect) as c:
                     yield c
+
+    def _reconnect(self) -> Any:
+        """(Under the API lock) replace the API connection, lost while idle."""
+        lost, self._api_conn = self._api_conn, None  # the server still down: the next use tries again
+        self.backend.close(lost)
+        self._api_conn = self.backend.connect(durable=True)
+        return self._api_conn
 
     @property
     def running(self) -> bool:

@@ -99,9 +99,20 @@ class Backend:
         raise NotImplementedError
 
     @contextmanager
-    def transaction(self, conn: Any) -> Iterator[Any]:
-        """One write transaction: committed at the end, rolled back on an exception or a failed COMMIT."""
-        self.begin(conn)
+    def transaction(self, conn: Any, reconnect: Optional[Callable[[], Any]] = None) -> Iterator[Any]:
+        """One write transaction: committed at the end, rolled back on an exception or a failed COMMIT.
+
+        Yields the connection it runs on: with ``reconnect``, a new one (``reconnect()`` gives it) when
+        ``conn`` turns out lost at BEGIN, once. (The server dropped it while idle, a restart or a failover:
+        nothing was sent on it yet, so beginning again elsewhere changes nothing.)
+        """
+        try:
+            self.begin(conn)
+        except StorageError as e:
+            if reconnect is None or not self.unusable(conn, e):
+                raise
+            conn = reconnect()
+            self.begin(conn)
         try:
             yield conn
         except BaseException:
