@@ -354,7 +354,7 @@ def test_a_version_2_database_is_migrated_in_place_and_keeps_its_messages(server
     conn.commit()
     conn.close()
     with webhooklite.Outbox(db.target) as outbox:
-        assert db.rows("SELECT version FROM webhooklite_schema WHERE part = 'outbox'") == [(4,)]
+        assert db.rows("SELECT version FROM webhooklite_schema WHERE part = 'outbox'") == [(4 if db.kind == "sqlite" else 3,)]  # PostgreSQL's ids were never reused
         assert outbox.endpoints()[0].last_success is None
         assert outbox.drain(timeout=10)
         assert server.ids("/ok") == ["msg_v2"] and outbox.stats()[1]["last_success"] is not None
@@ -406,6 +406,16 @@ def test_a_version_3_sqlite_file_gets_ids_that_are_never_used_again(server, tmp_
                  (b'{"event":"x"}',))
     conn.execute("INSERT INTO webhooklite_deliveries (message_id, endpoint_id, state, next_at, created, updated) "
                  "VALUES ('msg_v3', 1, 'pending', 0, 0, 0)")
+    # The application's own, in the database it shares with the outbox: a view over the outbox's tables,
+    # a trigger and an index on them.
+    conn.executescript("""
+        CREATE VIEW app_pending AS SELECT e.url, d.message_id FROM webhooklite_deliveries d
+            JOIN webhooklite_endpoints e ON e.id = d.endpoint_id;
+        CREATE TABLE app_audit (delivery_id INTEGER);
+        CREATE TRIGGER app_audit_new AFTER INSERT ON webhooklite_deliveries
+            BEGIN INSERT INTO app_audit VALUES (new.id); END;
+        CREATE INDEX app_by_created ON webhooklite_deliveries (created);
+    """)
     conn.commit()
     conn.close()
     with webhooklite.Outbox(str(path), schedule=(0,)) as outbox:
@@ -420,8 +430,22 @@ def test_a_version_3_sqlite_file_gets_ids_that_are_never_used_again(server, tmp_
     assert check.execute("SELECT version FROM webhooklite_schema WHERE part = 'outbox'").fetchall() == [(4,)]
     indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"webhooklite_deliveries_due", "webhooklite_deliveries_keyed", "webhooklite_deliveries_dead",
-            "webhooklite_deliveries_message"} <= indexes
+            "webhooklite_deliveries_message", "app_by_created"} <= indexes
+    assert check.execute("SELECT delivery_id FROM app_audit").fetchall() == [(2,)]  # its trigger fired on the send
+    assert check.execute("SELECT message_id FROM app_pending").fetchall() == [("msg_after",)]  # its view reads on
     check.close()
+
+
+def test_a_new_outbox_opens_in_an_application_database_that_has_a_stale_view(server, tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE legacy (x); CREATE VIEW legacy_report AS SELECT x FROM legacy; DROP TABLE legacy;")
+    conn.close()
+    with webhooklite.Outbox(str(path), schedule=(0,)) as outbox:  # a view that no longer resolves is not ours
+        outbox.add_endpoint(server.base + "/ok")
+        outbox.send("x", {}, id="msg_app_db")
+        assert outbox.drain(timeout=10)
+    assert server.ids("/ok") == ["msg_app_db"]
 
 
 def test_start_called_while_another_threads_drain_runs_keeps_delivering_after_that_drain(db):
@@ -517,3 +541,20 @@ def test_removed_and_disabled_endpoints_do_not_keep_their_connections_open(serve
         # Each connection closed: its socket here and, seeing the end, the test server's side of it (which
         # would itself close an idle one only after 5 s).
         assert wait_for(lambda: open_fds() <= with_them - 20, 3), (with_them, open_fds())
+
+
+def test_stop_waits_for_the_attempt_a_timed_out_drain_is_still_finishing(db):
+    slow = Server(hook=(200, 1.5))
+    try:
+        with webhooklite.Outbox(db.target, poll=0.05) as outbox:
+            outbox.add_endpoint(slow.base + "/hook")
+            outbox.send("x", {}, id="msg_in_flight")
+            drainer = threading.Thread(target=outbox.drain, kwargs={"timeout": 0.3})
+            drainer.start()
+            assert wait_for(lambda: slow.ids("/hook") == ["msg_in_flight"], 5)
+            time.sleep(0.5)  # the drain has timed out: its end stops its crew, the attempt still in flight
+            outbox.stop()  # attempts in flight finish and are recorded first
+            assert [(d.state, d.last_status) for d in outbox.deliveries()] == [("delivered", 200)]
+            drainer.join(10)
+    finally:
+        slow.close()

@@ -122,7 +122,7 @@ def test_tables_live_in_the_schema_of_the_search_path(postgres, raw):
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))}
         assert tables == {"webhooklite_schema", "webhooklite_endpoints", "webhooklite_messages",
                           "webhooklite_deliveries", "webhooklite_attempts"}
-        assert c.execute("SELECT part, version FROM webhooklite_schema").fetchall() == [("outbox", 4)]
+        assert c.execute("SELECT part, version FROM webhooklite_schema").fetchall() == [("outbox", 3)]
 
 
 def test_a_batch_whose_transaction_postgresql_aborted_raises_instead_of_losing_its_sends(postgres):

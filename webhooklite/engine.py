@@ -232,6 +232,7 @@ class Engine:
         self._crew: Optional[_Crew] = None
         self._drainers = 0  # drain() calls running on a crew that drain() started
         self._kept = False  # start() was called: the crew runs on after the drains that started it
+        self._ending: Optional[_Crew] = None  # the crew the last drain() out is stopping (stop() waits for it too)
         self._stopped = threading.Event()
         self._stopped.set()
 
@@ -281,7 +282,7 @@ class Engine:
         """
         with self._lock:
             self._kept = False
-            crew = self._crew
+            crew = self._crew or self._ending
         if crew is None:
             return True
         done = crew.stop(timeout)
@@ -346,10 +347,14 @@ class Engine:
                     self._drainers -= 1
                     crew = None
                     if self._drainers == 0 and not self._kept:  # else start() was called meanwhile: keep it
-                        crew, self._crew = self._crew, None  # from now on, a start() starts a crew of its own
+                        # From now on a start() starts a crew of its own, and a stop() waits for this one.
+                        crew, self._crew = self._crew, None
+                        self._ending = crew
                 if crew is not None:
                     crew.stop(None)
                     with self._lock:
+                        if self._ending is crew:
+                            self._ending = None
                         if self._crew is None:
                             self._stopped.set()
 

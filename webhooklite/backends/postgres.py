@@ -37,9 +37,10 @@ CHANNEL = {"outbox": "webhooklite_outbox"}
 #: The table a part's workers claim from: its schema (namespace) is the payload of the part's notifications.
 _QUEUE_TABLE = {"outbox": "webhooklite_deliveries", "inbox": "webhooklite_inbox"}
 
-#: The same numbering as the sqlite tables (1 was 0.1, sqlite only; 3: endpoint health; 4 made sqlite's ids
-#: unique for the life of the file, which PostgreSQL's sequences always were: nothing to do here).
-OUTBOX_VERSION = 4
+#: The sqlite tables' numbering up to 3 (1 was 0.1, sqlite only; 3: endpoint health). sqlite's 4 made its ids
+#: unique for the life of the file, which PostgreSQL's sequences always were: these tables stay at 3, so that a
+#: process of an earlier release still opens them (a rolling deploy, a rollback).
+OUTBOX_VERSION = 3
 
 _LOCK = 0x77686B6C  # "whkl": the advisory lock that serializes schema changes in one database
 
@@ -348,7 +349,7 @@ SCHEMAS: Dict[str, Tuple[int, str]] = {
     "outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA + ";\n" + OUTBOX_2_TO_3), "store": (1, STORE_SCHEMA),
 }
 #: (part, version) -> the script that takes its tables to the next version, in place.
-MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3, ("outbox", 3): ""}
+MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3}
 
 _NOW = "extract(epoch FROM clock_timestamp())"
 

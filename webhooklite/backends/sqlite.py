@@ -15,7 +15,7 @@ Parameters are named (``:name``); multi-row inserts are written ``VALUES {rows}`
 import json
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from . import Backend, StorageError
 from .outbox_sql import CONFIG, DELIVERY, ENDPOINT, HEAD
@@ -87,23 +87,38 @@ CREATE TABLE webhooklite_endpoints (
     UNIQUE (tenant, url)
 )"""
 
-_INDEXES = """
+_DELIVERY_INDEXES = """
 CREATE INDEX webhooklite_deliveries_due ON webhooklite_deliveries (endpoint_id, next_at) WHERE state = 'pending';
 CREATE INDEX webhooklite_deliveries_keyed ON webhooklite_deliveries (endpoint_id, key, id)
     WHERE state = 'pending' AND key IS NOT NULL;
 CREATE INDEX webhooklite_deliveries_dead ON webhooklite_deliveries (endpoint_id) WHERE state = 'dead';
 CREATE INDEX webhooklite_deliveries_message ON webhooklite_deliveries (message_id);
-CREATE INDEX webhooklite_attempts_delivery ON webhooklite_attempts (delivery_id);
+"""
+_INDEXES = _DELIVERY_INDEXES + """CREATE INDEX webhooklite_attempts_delivery ON webhooklite_attempts (delivery_id);
 """
 
-OUTBOX_SCHEMA = OUTBOX_ENDPOINTS + """;
+_MESSAGES = """
 CREATE TABLE webhooklite_messages (
     id TEXT PRIMARY KEY,
     event TEXT NOT NULL,
     body BLOB NOT NULL,
     tenant TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL
-);
+)"""
+_ATTEMPTS = """
+CREATE TABLE webhooklite_attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL,
+    at REAL NOT NULL,
+    status INTEGER,
+    duration REAL NOT NULL,
+    response BLOB,
+    error TEXT,
+    worker TEXT
+)"""
+
+#: The tables at version 2 (a file at 2 or 3 is migrated from them).
+OUTBOX_SCHEMA = OUTBOX_ENDPOINTS + ";\n" + _MESSAGES + """;
 CREATE TABLE webhooklite_deliveries (
     id INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL,
@@ -118,18 +133,7 @@ CREATE TABLE webhooklite_deliveries (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     key TEXT                                 -- ordering key: one at a time, in id order, per endpoint
-);
-CREATE TABLE webhooklite_attempts (
-    id INTEGER PRIMARY KEY,
-    delivery_id INTEGER NOT NULL,
-    at REAL NOT NULL,
-    status INTEGER,
-    duration REAL NOT NULL,
-    response BLOB,
-    error TEXT,
-    worker TEXT
-);
-""" + _INDEXES
+);""" + _ATTEMPTS + ";\n" + _INDEXES
 
 #: A 0.1 file, migrated in place (one transaction): tables renamed, endpoints rebuilt for the
 #: (tenant, url) key, new columns added, old indexes replaced. Its pending messages stay pending.
@@ -162,70 +166,89 @@ ALTER TABLE webhooklite_endpoints ADD COLUMN failing_since REAL;
 CREATE INDEX webhooklite_attempts_at ON webhooklite_attempts (at);
 """
 
-#: Version 3 to 4: endpoint and delivery ids are never used again (AUTOINCREMENT). Without it
-#: SQLite gives a new row the id of the newest one deleted: a new endpoint got a removed one's id,
-#: and with it the Sender (URL, secret) a worker had cached for that id; a delivery purged or
-#: removed with its endpoint left its id to the next one, which a late outcome then settled.
-#: The two tables are rebuilt (the same columns, ids kept), their indexes with them.
-OUTBOX_3_TO_4 = """
-CREATE TABLE webhooklite_endpoints_4 (
+#: Version 4: endpoint and delivery ids are never used again (AUTOINCREMENT). Without it SQLite gives
+#: a new row the id of the newest one deleted: a new endpoint got a removed one's id, and with it the
+#: Sender (URL, secret) a worker had cached for that id; a delivery purged or removed with its endpoint
+#: left its id to the next one, which a late outcome then settled. ``{name}``: the table's name.
+_ENDPOINTS_4 = """
+CREATE TABLE {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL DEFAULT '',
+    tenant TEXT NOT NULL DEFAULT '',        -- '' is "no tenant"
     url TEXT NOT NULL,
-    secret TEXT,
+    secret TEXT,                             -- JSON: a list of secrets (bytes as {{"b64": ...}})
     scheme TEXT NOT NULL,
-    events TEXT NOT NULL,
-    headers TEXT NOT NULL,
+    events TEXT NOT NULL,                    -- JSON: a list of patterns
+    headers TEXT NOT NULL,                   -- JSON: an object
     timeout REAL NOT NULL,
     enabled INTEGER NOT NULL DEFAULT 1,
     disabled_reason TEXT,
-    version INTEGER NOT NULL DEFAULT 1,
+    version INTEGER NOT NULL DEFAULT 1,      -- bumped on every change: workers rebuild their Sender
     created REAL NOT NULL,
-    last_success REAL,
-    failing_since REAL,
+    last_success REAL,                       -- when the newest attempt that succeeded started
+    failing_since REAL,                      -- when the first failed one after it started (NULL: healthy)
     UNIQUE (tenant, url)
-);
-INSERT INTO webhooklite_endpoints_4 (id, tenant, url, secret, scheme, events, headers, timeout, enabled,
-                                     disabled_reason, version, created, last_success, failing_since)
-    SELECT id, tenant, url, secret, scheme, events, headers, timeout, enabled, disabled_reason, version, created,
-           last_success, failing_since FROM webhooklite_endpoints;
-DROP TABLE webhooklite_endpoints;
-ALTER TABLE webhooklite_endpoints_4 RENAME TO webhooklite_endpoints;
-CREATE TABLE webhooklite_deliveries_4 (
+)"""
+_DELIVERIES_4 = """
+CREATE TABLE {name} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL,
     endpoint_id INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    next_at REAL,
-    worker TEXT,
-    tries INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,                     -- pending, delivered, dead
+    next_at REAL,                            -- due (pending); a claim's lease end while claimed
+    worker TEXT,                             -- the claiming worker's token
+    tries INTEGER NOT NULL DEFAULT 0,        -- attempts on the current schedule
+    attempts INTEGER NOT NULL DEFAULT 0,     -- attempts ever
     last_status INTEGER,
     last_error TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    key TEXT
-);
-INSERT INTO webhooklite_deliveries_4 (id, message_id, endpoint_id, state, next_at, worker, tries, attempts,
-                                      last_status, last_error, created, updated, key)
-    SELECT id, message_id, endpoint_id, state, next_at, worker, tries, attempts, last_status, last_error,
-           created, updated, key FROM webhooklite_deliveries;
-DROP TABLE webhooklite_deliveries;
-ALTER TABLE webhooklite_deliveries_4 RENAME TO webhooklite_deliveries;
-CREATE INDEX webhooklite_deliveries_due ON webhooklite_deliveries (endpoint_id, next_at) WHERE state = 'pending';
-CREATE INDEX webhooklite_deliveries_keyed ON webhooklite_deliveries (endpoint_id, key, id)
-    WHERE state = 'pending' AND key IS NOT NULL;
-CREATE INDEX webhooklite_deliveries_dead ON webhooklite_deliveries (endpoint_id) WHERE state = 'dead';
-CREATE INDEX webhooklite_deliveries_message ON webhooklite_deliveries (message_id)
-"""
+    key TEXT                                 -- ordering key: one at a time, in id order, per endpoint
+)"""
+_ENDPOINT_COLUMNS = ("id, tenant, url, secret, scheme, events, headers, timeout, enabled, disabled_reason, version, "
+                     "created, last_success, failing_since")
+_DELIVERY_COLUMNS = ("id, message_id, endpoint_id, state, next_at, worker, tries, attempts, last_status, "
+                     "last_error, created, updated, key")
 
-#: Each durable part's tables: (version, script). An inbox adds its own entry (and its queries below).
-#: A new file goes the way an old one does: the version 2 tables, then each step (on empty tables).
-SCHEMAS: Dict[str, Tuple[int, str]] = {
-    "outbox": (OUTBOX_VERSION, OUTBOX_SCHEMA + OUTBOX_2_TO_3 + ";\n" + OUTBOX_3_TO_4),
+#: A new file's tables, at version 4.
+OUTBOX_NEW = (
+    _ENDPOINTS_4.format(name="webhooklite_endpoints") + ";\n" + _MESSAGES + ";\n"
+    + _DELIVERIES_4.format(name="webhooklite_deliveries") + ";\n" + _ATTEMPTS + ";\n" + _INDEXES
+    + "CREATE INDEX webhooklite_attempts_at ON webhooklite_attempts (at);\n"
+)
+
+
+def _outbox_3_to_4(backend: "SQLiteBackend", conn: Any) -> None:
+    """Version 3 to 4, in place: the endpoints and deliveries tables rebuilt with AUTOINCREMENT (the same
+    columns, the same ids; the next id follows the largest), their indexes with them.
+
+    The outbox may share the application's database: the rebuild keeps what the application made on
+    these two tables (its own indexes and triggers are made again after), and its views, which
+    ``legacy_alter_table`` leaves alone while the new tables take the old names.
+    """
+    tables = ("webhooklite_endpoints", "webhooklite_deliveries")
+    theirs = [sql for (sql,) in backend.fetchall(
+        conn, "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND sql IS NOT NULL "
+        "AND tbl_name IN ('webhooklite_endpoints', 'webhooklite_deliveries') AND name NOT LIKE 'webhooklite%'")]
+    backend.execute(conn, "PRAGMA legacy_alter_table = ON")
+    try:
+        for table, ddl, columns in zip(tables, (_ENDPOINTS_4, _DELIVERIES_4), (_ENDPOINT_COLUMNS, _DELIVERY_COLUMNS)):
+            backend.execute(conn, ddl.format(name=table + "_4"))
+            backend.execute(conn, f"INSERT INTO {table}_4 ({columns}) SELECT {columns} FROM {table}")
+            backend.execute(conn, f"DROP TABLE {table}")
+            backend.execute(conn, f"ALTER TABLE {table}_4 RENAME TO {table}")
+    finally:
+        backend.execute(conn, "PRAGMA legacy_alter_table = OFF")
+    backend._script(conn, _DELIVERY_INDEXES)
+    for sql in theirs:
+        backend.execute(conn, sql)
+
+
+#: Each durable part's tables: (version, script for a new file). An inbox adds its own entry (and its queries below).
+SCHEMAS: Dict[str, Tuple[int, str]] = {"outbox": (OUTBOX_VERSION, OUTBOX_NEW)}
+#: (part, version) -> what takes its tables to the next version, in place: a script, or a function(backend, conn).
+MIGRATIONS: Dict[Tuple[str, int], Union[str, Callable[["SQLiteBackend", Any], None]]] = {
+    ("outbox", 2): OUTBOX_2_TO_3, ("outbox", 3): _outbox_3_to_4,
 }
-#: (part, version) -> the script that takes its tables to the next version, in place.
-MIGRATIONS: Dict[Tuple[str, int], str] = {("outbox", 2): OUTBOX_2_TO_3, ("outbox", 3): OUTBOX_3_TO_4}
 
 # -- queries -------------------------------------------------------------------------------
 
@@ -611,7 +634,10 @@ class SQLiteBackend(Backend):
             raise ValueError(f"{self.path!r} was written by a newer webhooklite (schema {user_version})")
         return user_version == 1 and {"endpoints", "messages", "deliveries", "attempts"} <= names
 
-    def _script(self, conn: Any, script: str) -> None:
+    def _script(self, conn: Any, script: Union[str, Callable[["SQLiteBackend", Any], None]]) -> None:
+        if callable(script):
+            script(self, conn)
+            return
         for statement in script.split(";\n"):
             if statement.strip():
                 self.execute(conn, statement)
