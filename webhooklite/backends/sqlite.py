@@ -117,10 +117,10 @@ CREATE TABLE webhooklite_attempts (
     worker TEXT
 )"""
 
-#: The tables at version 2 (a file at 2 or 3 is migrated from them).
-OUTBOX_SCHEMA = OUTBOX_ENDPOINTS + ";\n" + _MESSAGES + """;
-CREATE TABLE webhooklite_deliveries (
-    id INTEGER PRIMARY KEY,
+#: The deliveries table (version 4: ids never used again; see OUTBOX_NEW). ``{name}``: the table's name.
+_DELIVERIES_4 = """
+CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL,
     endpoint_id INTEGER NOT NULL,
     state TEXT NOT NULL,                     -- pending, delivered, dead
@@ -133,7 +133,15 @@ CREATE TABLE webhooklite_deliveries (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     key TEXT                                 -- ordering key: one at a time, in id order, per endpoint
-);""" + _ATTEMPTS + ";\n" + _INDEXES
+)"""
+
+#: The tables at version 2 (a file at 2 or 3 is migrated from them). Its deliveries table is version 4's
+#: but for AUTOINCREMENT: the same columns.
+OUTBOX_SCHEMA = (
+    OUTBOX_ENDPOINTS + ";\n" + _MESSAGES + ";\n"
+    + _DELIVERIES_4.format(name="webhooklite_deliveries").replace(" AUTOINCREMENT", "") + ";\n"
+    + _ATTEMPTS + ";\n" + _INDEXES
+)
 
 #: A 0.1 file, migrated in place (one transaction): tables renamed, endpoints rebuilt for the
 #: (tenant, url) key, new columns added, old indexes replaced. Its pending messages stay pending.
@@ -187,22 +195,6 @@ CREATE TABLE {name} (
     last_success REAL,                       -- when the newest attempt that succeeded started
     failing_since REAL,                      -- when the first failed one after it started (NULL: healthy)
     UNIQUE (tenant, url)
-)"""
-_DELIVERIES_4 = """
-CREATE TABLE {name} (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL,
-    endpoint_id INTEGER NOT NULL,
-    state TEXT NOT NULL,                     -- pending, delivered, dead
-    next_at REAL,                            -- due (pending); a claim's lease end while claimed
-    worker TEXT,                             -- the claiming worker's token
-    tries INTEGER NOT NULL DEFAULT 0,        -- attempts on the current schedule
-    attempts INTEGER NOT NULL DEFAULT 0,     -- attempts ever
-    last_status INTEGER,
-    last_error TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    key TEXT                                 -- ordering key: one at a time, in id order, per endpoint
 )"""
 _ENDPOINT_COLUMNS = ("id, tenant, url, secret, scheme, events, headers, timeout, enabled, disabled_reason, version, "
                      "created, last_success, failing_since")
