@@ -4,6 +4,7 @@ on PostgreSQL (the ``db`` fixture runs each body on both)."""
 import http.client
 import json
 import logging
+import os
 import threading
 import time
 
@@ -309,3 +310,60 @@ def test_start_with_a_closed_inbox_raises_and_leaves_no_server_running(tmp_path)
     with pytest.raises(RuntimeError, match="closed"):
         receiver.start()
     assert wait_for(lambda: not {t.name for t in threading.enumerate()} - before)  # its threads ended
+
+
+INBOX_APP = '''
+import os, time
+import webhooklite
+
+inbox = webhooklite.Inbox(os.environ["INBOX_DB"], schedule=(0, 0.05))
+receiver = webhooklite.Receiver(os.environ["WEBHOOK_SECRET"], inbox=inbox)
+
+@receiver.on("payment.completed")
+def slow(event):
+    with open(os.environ["RUNS"], "a") as f:
+        f.write("start " + event.id + "\\n")
+    time.sleep(1.0)  # still running when SIGTERM comes
+    with open(os.environ["RUNS"], "a") as f:
+        f.write("end " + event.id + "\\n")
+
+app = receiver.asgi
+'''
+
+
+def test_under_a_real_uvicorn_a_restarted_process_runs_what_was_pending_and_sigterm_lets_it_finish(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -r tests/requirements-ci.txt)")
+    from clitools import free_port, wait_for_port
+
+    db = str(tmp_path / "inbox.db")
+    first = webhooklite.Inbox(db, autostart=False)  # the process before the restart: stored, answered 202, gone
+    stored = webhooklite.Receiver(SECRET, inbox=first)
+    stored.on("payment.completed", lambda event: None)
+    assert stored.handle("POST", "/", *signed(msg_id="msg_pending")).status == 202
+    first.close()
+    (tmp_path / "inboxapp.py").write_text(INBOX_APP)
+    runs = tmp_path / "runs.txt"
+    port = free_port()
+    env = dict(os.environ, WEBHOOK_SECRET=SECRET, RUNS=str(runs), INBOX_DB=db,
+               PYTHONPATH=f"{tmp_path}{os.pathsep}{os.getcwd()}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "inboxapp:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, server, timeout=15, output=True)
+        # No delivery comes: lifespan's startup alone runs the event the last process left pending.
+        assert wait_for(lambda: runs.exists() and "start msg_pending" in runs.read_text(), 10)
+        server.send_signal(signal.SIGTERM)  # mid-handler: uvicorn's shutdown lets it finish and be recorded
+        server.wait(15)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(5)
+    assert runs.read_text().split("\n")[:2] == ["start msg_pending", "end msg_pending"]
+    after = webhooklite.Inbox(db, autostart=False)
+    assert after.event("msg_pending").state == "done"
+    after.close()
