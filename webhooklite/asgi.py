@@ -153,7 +153,7 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
     event, handlers = admitted
     eid = event.id
     give_up = lambda result: receiver._settle(eid, True)  # noqa: E731  (in a thread, once the handler has ended)
-    job: Optional["asyncio.Future[Any]"] = None  # a sync handler's run in its thread, while awaited
+    handed = False  # a sync handler is in its thread: cancelled now, give_up follows it there
     failed = False
     try:
         for handler in handlers:
@@ -161,24 +161,22 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
                 if is_async(handler):
                     await handler(event)
                 else:
-                    job = _threads().run(handler, event, then=give_up)
-                    result = await job
-                    job = None
+                    handed = True
+                    result = await _hop(handler, event, then=give_up)
+                    handed = False
                     if hasattr(result, "__await__"):
                         await result
             except Exception:
-                job = None
+                handed = False
                 failed = True
                 receiver._log_failure(handler, event)
     except BaseException:  # cancelled, or e.g. KeyboardInterrupt in an async handler
-        if job is None:  # no handler of ours runs any more: give the id up now
+        if not handed:  # no handler of ours runs any more: give the id up now
             if on_loop:
                 receiver._settle(eid, True)
             else:
                 _threads().run(receiver._settle, eid, True)  # a store may block: in a thread, awaited or not
-        elif not job.cancelled():  # the handler ended just as the request was cancelled
-            _threads().run(give_up, None)
-        raise  # (else its thread gives the id up once the handler ends: give_up)
+        raise
     if on_loop:
         receiver._settle(eid, failed)
     else:  # a store's commit() may block too; it runs even if the request is cancelled first
