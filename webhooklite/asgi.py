@@ -151,8 +151,7 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
     if isinstance(admitted, Response):
         return receiver._count(admitted)
     event, handlers = admitted
-    eid = event.id
-    give_up = lambda result: receiver._settle(eid, True)  # noqa: E731  (in a thread, once the handler has ended)
+    give_up = lambda result: receiver._settle(event, True)  # noqa: E731  (in a thread, once the handler has ended)
     handed = False  # a sync handler is in its thread: cancelled now, give_up follows it there
     failed = False
     try:
@@ -173,18 +172,18 @@ async def _process(receiver: Receiver, h: Headers, body: bytes) -> Response:
     except BaseException:  # cancelled, or e.g. KeyboardInterrupt in an async handler
         if not handed:  # no handler of ours runs any more: give the id up now
             if on_loop:
-                receiver._settle(eid, True)
+                receiver._settle(event, True)
             else:
-                _threads().run(receiver._settle, eid, True)  # a store may block: in a thread, awaited or not
+                _threads().run(receiver._settle, event, True)  # a store may block: in a thread, awaited or not
         raise
     if on_loop:
-        receiver._settle(eid, failed)
+        receiver._settle(event, failed)
     else:  # a store's commit() may block too; it runs even if the request is cancelled first
         def settle_anyway(result: Any) -> None:
             if result is _SKIPPED:
-                receiver._settle(eid, failed)
+                receiver._settle(event, failed)
 
-        await _hop(receiver._settle, eid, failed, then=settle_anyway)
+        await _hop(receiver._settle, event, failed, then=settle_anyway)
     return receiver._count(_HANDLER_FAILED if failed else _OK)
 
 
@@ -203,7 +202,7 @@ async def _hop(fn: Callable[..., T], *args: Any, then: Callable[[Any], Any]) -> 
 def _give_up(receiver: Receiver, admitted: Any) -> None:
     """(In a thread) free the id ``receiver._admit`` claimed for a request no one waits for any more."""
     if isinstance(admitted, tuple):
-        receiver._settle(admitted[0].id, True)
+        receiver._settle(admitted[0], True)
 
 
 class _Threads:

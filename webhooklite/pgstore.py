@@ -9,7 +9,9 @@ The same ``begin/commit/abort`` contract as :class:`~webhooklite.store.SQLiteSto
   exactly one caller at a time, wherever it runs; "busy" for the others while that claim lives;
   "done" once its handlers succeeded anywhere.
 - ``abort(id)`` deletes only its own claim (the token must match): an abort that comes late,
-  after the claim expired and another process took the id over, cannot free the other's claim.
+  after the claim expired and another request (on another host, or in this process) took the id
+  over, cannot free the other's claim. The receiver says which request a call is for
+  (``holder=``, see ``webhooklite.store``).
 - Expiry is by time, on the database's clock (hosts' clocks may disagree): a busy mark older than
   ``busy_for`` is taken over by the next ``begin``; a done mark older than ``keep`` is forgotten
   (the id counts as new). ``purge()``, also run every 1,000 commits, deletes both kinds of
@@ -24,13 +26,15 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from .backends import StorageError
 from .backends.postgres import PostgresBackend
-from .store import _after_fork_in_child
+from .store import _after_fork_in_child, _Claims
 
 __all__ = ["PostgresStore"]
 
 
 class PostgresStore:
     """A dedupe store in PostgreSQL: ``PostgresStore(url)`` or ``PostgresStore(connect_function)``."""
+
+    takes_holder = True
 
     def __init__(self, url_or_connect: Union[str, Callable[[], Any]], *, busy_for: float = 60.0,
                  keep: float = 7 * 86400) -> None:
@@ -57,10 +61,10 @@ class PostgresStore:
 
     def _init(self) -> None:
         # One connection shared by the server's threads (each call is one statement); hosts coordinate
-        # through the database. The tokens of this process's live claims, by id.
+        # through the database. The tokens of this process's live claims, by id and holder.
         self._lock = threading.Lock()
         self._conn: Any = None
-        self._tokens: Dict[str, str] = {}
+        self._claims = _Claims()
         self._commits = 0
 
     def _forked(self) -> None:
@@ -88,30 +92,30 @@ class PostgresStore:
     def _limits(self) -> Dict[str, float]:
         return {"busy_for": self.busy_for, "keep": self.keep}
 
-    def begin(self, id: str) -> str:
+    def begin(self, id: str, holder: Any = None) -> str:
         token = uuid.uuid4().hex
         for _ in range(2):  # once more if the row went away between the two statements (an abort)
             if self._run(self._q["begin"], dict(self._limits(), id=id, token=token), fetch=True):
                 with self._lock:
-                    self._tokens[id] = token
+                    self._claims.add(id, holder, token)
                 return "new"
             row = self._run(self._q["state"], {"id": id}, fetch=True)
             if row:
                 return "done" if row[0][0] else "busy"
         return "busy"
 
-    def commit(self, id: str) -> None:
+    def commit(self, id: str, holder: Any = None) -> None:
         with self._lock:
-            self._tokens.pop(id, None)
+            self._claims.take(id, holder, any_claim=True)  # done, whoever holds it now
             self._commits += 1
             purge = self._commits % 1000 == 1
         self._run(self._q["commit"], {"id": id})
         if purge:
             self.purge()
 
-    def abort(self, id: str) -> None:
+    def abort(self, id: str, holder: Any = None) -> None:
         with self._lock:
-            token: Optional[str] = self._tokens.pop(id, None)
+            token: Optional[str] = self._claims.take(id, holder, any_claim=False)
         if token is not None:
             self._run(self._q["abort"], {"id": id, "token": token})
 

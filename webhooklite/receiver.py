@@ -154,7 +154,7 @@ class Receiver:
         #: The largest body accepted, in bytes (inclusive); larger is 413.
         self.max_body = max_body
         #: The dedupe store.
-        self.store = store if store is not None else MemoryStore()
+        self.store: Any = store if store is not None else MemoryStore()
         self._signer: Optional[Signer] = Signer(secret, scheme, now=now) if secret is not None else None
         if secret is None:
             if scheme not in SCHEMES:
@@ -277,7 +277,7 @@ class Receiver:
             failed = True
             raise
         finally:  # the id must not stay busy
-            self._settle(event.id, failed)
+            self._settle(event, failed)
         return _HANDLER_FAILED if failed else _OK
 
     def _admit(
@@ -319,7 +319,9 @@ class Receiver:
             except Exception as e:  # the database is down, full, locked: the sender retries later
                 return _stored_answer(None, e)
         if eid is not None:
-            state = self.store.begin(eid)
+            store = self.store
+            # The request's own Event says whose claim it is (see webhooklite.store, takes_holder).
+            state = store.begin(eid, holder=event) if getattr(store, "takes_holder", False) else store.begin(eid)
             if state == "done":
                 return _DUPLICATE
             if state == "busy":
@@ -330,13 +332,16 @@ class Receiver:
             return _IGNORED
         return event, handlers
 
-    def _settle(self, eid: Optional[str], failed: bool) -> None:
-        """Record the handlers' outcome for a claimed id: done, or free to be handled again."""
+    def _settle(self, event: Event, failed: bool) -> None:
+        """Record the handlers' outcome for the id ``event``'s request claimed: done, or free to be handled again."""
+        eid = event.id
         if eid is not None:
-            if failed:
-                self.store.abort(eid)
+            store = self.store
+            end = store.abort if failed else store.commit
+            if getattr(store, "takes_holder", False):
+                end(eid, holder=event)
             else:
-                self.store.commit(eid)
+                end(eid)
 
     @staticmethod
     def _log_failure(handler: Any, event: Event) -> None:

@@ -9,11 +9,11 @@ import os
 import threading
 import time
 
-from .store import _ABANDONED, _after_fork_in_child
+from .store import _ABANDONED, _after_fork_in_child, _Claims
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Optional, Union
+    from typing import Any, Union
 
 __all__ = ["SQLiteStore"]
 
@@ -61,12 +61,14 @@ class SQLiteStore:
     then forgotten; both kinds of old row are removed as time passes.
 
     Each claim carries a token known only to the process that made it, so a
-    ``commit`` or ``abort`` touches only a claim its caller's process holds (its
-    thread's, or else the one claim on that id in the process: ``receiver.asgi``
-    may begin and commit on two threads): a process whose claim was taken
-    over after ``busy_for`` cannot, by a late abort, delete the newer claim
-    (which would let a third process run the handlers beside the second).
+    ``commit`` or ``abort`` touches only a claim its caller holds: a request whose
+    claim was taken over after ``busy_for`` (in another process, or in this one)
+    cannot, by a late abort, delete the newer claim (which would let a third
+    request run the handlers beside the second). The receiver says which request
+    a call is for (``holder=``); a direct caller is its thread (see ``_Claims``).
     """
+
+    takes_holder = True
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, busy_for: float = 60.0, keep: float = 7 * 86400) -> None:
         if busy_for <= 0 or keep <= 0:
@@ -78,7 +80,7 @@ class SQLiteStore:
         #: Seconds a handled id is remembered.
         self.keep = float(keep)
         self._lock = threading.Lock()
-        self._claims: Dict[str, Dict[int, str]] = {}  # id -> {thread: the token of the claim it holds}
+        self._claims = _Claims()  # the tokens of this process's live claims
         self._next_sweep = 0.0
         # One connection shared by the server's threads (each call is a statement or two); processes
         # coordinate through sqlite's file locks, waiting up to 10 s for one another.
@@ -91,7 +93,7 @@ class SQLiteStore:
         # gunicorn --preload opens the store in the master, then forks the workers: each needs its own.
         _ABANDONED.append(self._conn)
         self._lock = threading.Lock()
-        self._claims = {}
+        self._claims = _Claims()
         self._conn = None
 
     def _c(self) -> Any:
@@ -118,7 +120,7 @@ class SQLiteStore:
             (now - self.keep, now - self.busy_for),
         )
 
-    def begin(self, id: str) -> str:
+    def begin(self, id: str, holder: Any = None) -> str:
         now = time.time()
         token = os.urandom(8).hex()
         with self._lock:
@@ -132,17 +134,17 @@ class SQLiteStore:
                 (id, now, token, now - self.busy_for, now - self.keep),
             ).rowcount
             if claimed:
-                self._claims.setdefault(id, {})[threading.get_ident()] = token
+                self._claims.add(id, holder, token)
                 return "new"
             row = self._c().execute("SELECT done FROM handled WHERE id = ?", (id,)).fetchone()
         if row is None:  # aborted between the two statements: let the sender come back
             return "busy"
         return "done" if row[0] else "busy"
 
-    def commit(self, id: str) -> None:
+    def commit(self, id: str, holder: Any = None) -> None:
         now = time.time()
         with self._lock:
-            token = self._take(id, any_claim=True)
+            token = self._claims.take(id, holder, any_claim=True)
             c = self._c()
             if token is not None:
                 if c.execute(
@@ -160,31 +162,11 @@ class SQLiteStore:
                 (id, now),
             )
 
-    def abort(self, id: str) -> None:
+    def abort(self, id: str, holder: Any = None) -> None:
         with self._lock:
-            token = self._take(id, any_claim=False)
+            token = self._claims.take(id, holder, any_claim=False)
             if token is not None:
                 self._c().execute("DELETE FROM handled WHERE id = ? AND done = 0 AND token = ?", (id, token))
-
-    def _take(self, id: str, any_claim: bool) -> Optional[str]:
-        """The token of this caller's claim on ``id``, forgotten here (lock held); None if it holds none.
-
-        The caller's claim is the one its thread made; or, when its thread made none, the one claim
-        on ``id`` in this process: ``receiver.asgi`` runs a store's ``begin`` and ``commit`` as two
-        hops to its worker threads, which may be two threads. With two claims on one id here (one
-        taken over after ``busy_for``) and none of this thread's, a commit takes either (the
-        handlers succeeded once: the id is done whichever it was), an abort neither (removing the
-        wrong one would let a third caller run the handlers beside the one still running).
-        """
-        holders = self._claims.get(id)
-        if not holders:
-            return None
-        token = holders.pop(threading.get_ident(), None)
-        if token is None and (len(holders) == 1 or any_claim):
-            _, token = holders.popitem()
-        if not holders:
-            del self._claims[id]
-        return token
 
     def close(self) -> None:
         """Close the file."""

@@ -10,15 +10,23 @@ on Redis; see docs/receiving.md, "A dedupe store for several hosts"):
     The handlers succeeded: later ``begin(id)`` calls say "done".
 ``abort(id)``
     The handlers failed: the id may be handled again.
+
+A store that lets a claim be taken over (after ``busy_for``, as SQLiteStore and PostgresStore do)
+may set ``takes_holder = True`` and take a keyword ``holder`` in all three: the receiver then
+passes an object that stands for the request (its Event, alive until the claim is settled; an
+Event is not hashable: compare holders by identity), so that when two requests in one process hold claims on one id
+(the first outlived ``busy_for``), the first one's late ``abort`` removes its own claim and not
+the second's, which would let a third request run the handlers beside the second.
 """
 from __future__ import annotations
 
 import os
 from _thread import allocate_lock  # threading.Lock itself, without loading threading at import
+from _thread import get_ident as _get_ident
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, Set
+    from typing import Any, Callable, Dict, List, Optional, Set
 
 __all__ = ["MemoryStore", "SQLiteStore"]
 
@@ -35,6 +43,9 @@ class MemoryStore:
     glibc's per-thread malloc arenas that grew a 32-connection server's RSS by
     about 25-35 MiB per million requests although no object was kept.
     """
+
+    #: Claims are never taken over here (a busy id stays busy until its request settles it).
+    takes_holder = False
 
     def __init__(self, max_ids: int = 100_000) -> None:
         if max_ids < 1:
@@ -83,6 +94,43 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._ring)
+
+
+class _Claims:
+    """The tokens of the claims one store object holds, by id, then by holder (for SQLiteStore and
+    PostgresStore, whose rows carry the token of the claim that made them).
+
+    The holder is what will settle the claim: the request's own object when the receiver passes
+    ``holder=``, else the calling thread. A caller that passes none and whose thread holds no claim
+    on the id gets the one claim on it here, if there is one: a direct user may begin on one thread
+    and commit on another. With two (one taken over after ``busy_for``) it cannot tell which is its
+    own: a commit takes either (the handlers succeeded once: the id is done whichever it was), an
+    abort neither (removing the wrong one would let a third caller run the handlers beside the one
+    still running). Not thread-safe: the store calls it under its own lock.
+    """
+
+    def __init__(self) -> None:
+        self._ids: Dict[str, Dict[Any, str]] = {}
+
+    def add(self, id: str, holder: Any, token: str) -> None:
+        self._ids.setdefault(id, {})[_holder(holder)] = token
+
+    def take(self, id: str, holder: Any, any_claim: bool) -> Optional[str]:
+        """The token of the caller's claim on ``id``, forgotten here; None if it holds none."""
+        holders = self._ids.get(id)
+        if not holders:
+            return None
+        token = holders.pop(_holder(holder), None)
+        if token is None and holder is None and (len(holders) == 1 or any_claim):
+            _, token = holders.popitem()
+        if not holders:
+            del self._ids[id]
+        return token
+
+
+def _holder(holder: Any) -> Any:
+    """The key of a claim's holder: the object's identity (it lives as long as the claim), else the thread's."""
+    return ("thread", _get_ident()) if holder is None else id(holder)
 
 
 #: Connections inherited across fork(): sqlite3 forbids using them in the child, and closing one
