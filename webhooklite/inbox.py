@@ -222,28 +222,40 @@ class Inbox:
         return self._api_conn
 
     def _read(self, fn: Any) -> Any:
+        """``fn(conn)`` on the API connection; once more on a new one if the server had dropped it
+        (a restart, a failover: a read changes nothing, so it may run twice)."""
         with self._lock:
-            try:
-                return fn(self._conn())
-            except StorageError as e:
-                self._drop(e)
-                raise
+            for again in (True, False):
+                try:
+                    return fn(self._conn())
+                except StorageError as e:
+                    if not self._drop(e) or not again:
+                        raise
 
     def _write(self, fn: Any) -> Any:
+        """``fn(conn)`` in a transaction on the API connection; on a new one if the server dropped it
+        while idle (the first delivery after a PostgreSQL restart is stored, not answered 503)."""
         with self._lock:
-            conn = self._conn()
             try:
-                with self.backend.transaction(conn):
+                with self.backend.transaction(self._conn(), reconnect=self._reconnect) as conn:
                     return fn(conn)
             except StorageError as e:
                 self._drop(e)
                 raise
 
-    def _drop(self, error: StorageError) -> None:
-        """The server dropped the API connection (or it cannot be trusted): a new one on next use."""
+    def _reconnect(self) -> Any:
+        """(Under the lock) replace the API connection, lost while idle."""
+        lost, self._api_conn = self._api_conn, None  # the server still down: the next use tries again
+        self.backend.close(lost)
+        return self._conn()
+
+    def _drop(self, error: StorageError) -> bool:
+        """The server dropped the API connection (or it cannot be trusted): a new one on next use. Says whether."""
         if self._api_conn is not None and self.backend.unusable(self._api_conn, error):
             self.backend.close(self._api_conn)
             self._api_conn = None
+            return True
+        return False
 
     # -- receiving (the Receiver calls these) ----------------------------------------------
 

@@ -78,16 +78,22 @@ class PostgresStore:
         return self._conn
 
     def _run(self, query: str, params: Dict[str, Any], fetch: bool = False) -> Any:
-        """One statement under the lock; a dropped connection is replaced on the next call."""
+        """One statement under the lock. A connection found lost (the server restarted, failed over, or
+        cut it while idle) is replaced, and the statement runs once more on the new one: each of the
+        store's statements may run twice (a begin that did land is claimed again by its own token;
+        commit, abort, purge and the reads change nothing the second time)."""
+        b = self._backend
         with self._lock:
-            try:
-                b = self._backend
-                return b.fetchall(self._c(), query, params) if fetch else b.execute(self._c(), query, params)
-            except StorageError as e:
-                if self._conn is not None and self._backend.unusable(self._conn, e):
-                    self._backend.close(self._conn)
+            for again in (True, False):
+                try:
+                    return b.fetchall(self._c(), query, params) if fetch else b.execute(self._c(), query, params)
+                except StorageError as e:
+                    if self._conn is None or not b.unusable(self._conn, e):
+                        raise  # not the connection's fault, or no connection to be had: the server is down
+                    b.close(self._conn)
                     self._conn = None
-                raise
+                    if not again:
+                        raise
 
     def _limits(self) -> Dict[str, float]:
         return {"busy_for": self.busy_for, "keep": self.keep}

@@ -355,10 +355,12 @@ _NOW = "extract(epoch FROM clock_timestamp())"
 
 QUERIES["store"] = {
     # New, or a busy mark abandoned for busy_for, or a done mark forgotten after keep: claim it with our token.
+    # Our own token's busy mark too: the same begin run again, after the connection was cut as it answered.
     "begin": (
         f"INSERT INTO webhooklite_handled AS h (id, done, token, at) VALUES (%(id)s, false, %(token)s, {_NOW}) "
         "ON CONFLICT (id) DO UPDATE SET done = false, token = excluded.token, at = excluded.at "
-        f"WHERE (NOT h.done AND h.at < {_NOW} - %(busy_for)s) OR (h.done AND h.at < {_NOW} - %(keep)s) "
+        f"WHERE (NOT h.done AND (h.at < {_NOW} - %(busy_for)s OR h.token = excluded.token)) "
+        f"OR (h.done AND h.at < {_NOW} - %(keep)s) "
         "RETURNING token"
     ),
     "state": "SELECT done FROM webhooklite_handled WHERE id = %(id)s",
