@@ -10,6 +10,7 @@ written in one ``sendall``.
 For production on a public port, prefer serving the Receiver (a WSGI app)
 with gunicorn or waitress behind a reverse proxy.
 """
+import io
 import logging
 import selectors
 import socket
@@ -353,7 +354,7 @@ class WebhookServer:
             # the socket down (which ends a blocked recv or send). A socket timeout would make
             # CPython poll() before each recv and send: two more system calls per request.
             conn.settimeout(None)
-            rfile = conn.makefile("rb", buffering=65536)
+            rfile = io.BufferedReader(_Reads(conn), 65536)
             now = time.monotonic()
             state = [now + self.idle_timeout, now]  # idle: waiting for the first request
             with self._conns_lock:
@@ -692,6 +693,19 @@ class WebhookServer:
 # every request, and the grammar's regular expressions are a microsecond each.
 _REQUEST_LINES: Dict[bytes, Tuple[str, str, str]] = {}
 _HOSTS: Dict[str, bool] = {}
+
+
+class _Reads(io.RawIOBase):
+    """What a connection's buffered reader reads from: the socket's own ``recv_into``, without
+    ``socket.makefile``'s Python layer around each read (its timeout handling, which a blocking
+    socket with no timeout never needs: the watchdog ends a stalled read by shutting the socket down).
+    Closing it leaves the socket open."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.readinto = conn.recv_into  # type: ignore[method-assign]
+
+    def readable(self) -> bool:
+        return True
 
 
 def _valid_host(host: str) -> bool:

@@ -227,9 +227,14 @@ def _load_crypto() -> Any:
 
 
 def _keyed(key: bytes) -> Any:
-    """An HMAC-SHA256 keyed once: each message then costs a copy (the key's pads are not redone)."""
+    """An HMAC-SHA256 keyed once: each message then costs a copy (the key's pads are not redone).
+
+    Where hmac.HMAC wraps OpenSSL's own HMAC object (3.10+), that object itself: the same copy,
+    update and digest, without hmac.py's Python layer around each of them.
+    """
     hmac, hashlib, _ = _load_crypto()
-    return hmac.new(key, digestmod=hashlib.sha256)
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    return getattr(mac, "_hmac", None) or mac
 
 
 def _hmac(mac: Any, data: bytes) -> bytes:
@@ -411,13 +416,14 @@ class Signer:
         return SignatureError(f"missing {name} header{extra}", f"missing {name} header")
 
     def _parse_standard(self, h: Headers) -> _Parsed:
+        d = h._d  # lower-case names: plain dict lookups (one request's hot path)
         prefix = "webhook-"
-        if "webhook-signature" not in h and "svix-signature" in h:
+        if "webhook-signature" not in d and "svix-signature" in d:
             prefix = "svix-"
         for part in ("signature", "id", "timestamp"):
-            if not h.get(prefix + part):
+            if not d.get(prefix + part):
                 raise self._missing(prefix + part, h)
-        msg_id, ts_text, sig = h[prefix + "id"], h[prefix + "timestamp"].strip(), h[prefix + "signature"]
+        msg_id, ts_text, sig = d[prefix + "id"], d[prefix + "timestamp"].strip(), d[prefix + "signature"]
         if parse_uint(ts_text) is None:
             raise SignatureError(
                 f"{prefix}timestamp is not a Unix time in whole seconds: {ts_text[:40]!r}",
@@ -557,8 +563,12 @@ def _matches(expected: List[bytes], candidates: List[bytes]) -> bool:
     first few candidates count: a header with thousands of signatures must not
     buy an unauthenticated caller thousands of HMACs over a large body.
     """
-    compare = _load_crypto()[0].compare_digest
-    return any(compare(e, c) for c in candidates[:_MAX_SIGNATURES] for e in expected)
+    compare = (_crypto or _load_crypto())[0].compare_digest
+    for c in candidates[:_MAX_SIGNATURES]:
+        for e in expected:
+            if compare(e, c):
+                return True
+    return False
 
 
 def _reserialized_match(
