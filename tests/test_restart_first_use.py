@@ -3,6 +3,8 @@ idle connection cut only when they use it, and that must not cost the delivery (
 the sender's retry minutes later). A server still down is still an error, at once.
 """
 import http.client
+import time
+import urllib.parse
 
 import pytest
 
@@ -70,5 +72,29 @@ def test_a_begin_run_again_with_its_own_token_still_claims(postgres):
         assert store._run(store._q["begin"], begin, fetch=True) == [("token_a",)]
         assert store._run(store._q["begin"], dict(begin, token="token_b"), fetch=True) == []  # another's: busy
         assert store.begin("msg_1") == "busy"
+    finally:
+        store.close()
+
+
+def test_a_statement_that_timed_out_is_not_run_again(postgres):
+    # Only a connection that is really gone is worth a second try: a statement_timeout (a lock held
+    # by a migration, say) is an error of the statement, and trying again would double the wait.
+    import psycopg
+
+    url = postgres()
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query["options"] += " -cstatement_timeout=500"  # beside the test's own search_path
+    store = webhooklite.PostgresStore(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)).geturl())
+    try:
+        assert store.begin("msg_warm") == "new"  # the table exists; the connection is open
+        with psycopg.connect(url, connect_timeout=5) as locker:
+            locker.execute("LOCK TABLE webhooklite_handled IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(webhooklite.StorageError):
+                store.begin("msg_1")
+            took = time.monotonic() - started
+        assert took < 0.9, f"the timed-out statement ran twice ({took:.2f} s for a 0.5 s statement_timeout)"
+        assert store.begin("msg_1") == "new"  # the lock gone, the store works again
     finally:
         store.close()

@@ -157,3 +157,114 @@ def test_two_requests_claims_made_on_one_thread_are_told_apart_by_their_holder(t
         assert store.begin("msg_2", holder=second) == "new"  # given up: handled again
     finally:
         store.close()
+
+
+class CountingStore(webhooklite.SQLiteStore):
+    """A subclass that counts claims, with the documented three-method signature of its own."""
+
+    begins = 0
+
+    def begin(self, id):
+        CountingStore.begins += 1
+        return super().begin(id)
+
+
+class Wrapped:
+    """A proxy in front of a store: its own three methods, anything else passed on (takes_holder too)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def begin(self, id):
+        return self.inner.begin(id)
+
+    def commit(self, id):
+        self.inner.commit(id)
+
+    def abort(self, id):
+        self.inner.abort(id)
+
+
+@pytest.mark.parametrize("kind", ["subclass", "wrapper"])
+def test_a_subclass_or_a_wrapper_of_a_store_with_three_plain_methods_is_called_without_holder(tmp_path, kind):
+    inner = CountingStore(tmp_path / "seen.db") if kind == "subclass" else webhooklite.SQLiteStore(tmp_path / "seen.db")
+    store = inner if kind == "subclass" else Wrapped(inner)
+    receiver = webhooklite.Receiver(SECRET, store=store)
+    runs = []
+    receiver.on("payment.completed", runs.append)
+    call, stop = socket_calls(receiver)
+    try:
+        headers, body = signed(msg_id="msg_once")
+        assert [call(headers, body), call(headers, body)] == [200, 200]  # handled, then a duplicate
+    finally:
+        stop()
+        inner.close()
+    assert len(runs) == 1
+
+
+class HolderStore:
+    """A store of one's own that opts in as docs/receiving.md says: a claim is its holder's alone."""
+
+    takes_holder = True
+
+    def __init__(self):
+        self.claims, self.done, self.calls = {}, set(), []
+
+    def begin(self, id, holder=None):
+        self.calls.append(("begin", holder is not None))
+        if id in self.done:
+            return "done"
+        if id in self.claims:
+            return "busy"
+        self.claims[id] = holder
+        return "new"
+
+    def commit(self, id, holder=None):
+        self.calls.append(("commit", holder is not None))
+        if self.claims.get(id) is holder:
+            del self.claims[id]
+            self.done.add(id)
+
+    def abort(self, id, holder=None):
+        self.calls.append(("abort", holder is not None))
+        if self.claims.get(id) is holder:
+            del self.claims[id]
+
+
+@pytest.mark.parametrize("calls", [socket_calls, asgi_calls], ids=["socket", "asgi"])
+def test_a_store_that_takes_holder_gets_it_in_every_call_an_event_with_no_handler_too(calls):
+    store = HolderStore()
+    receiver = webhooklite.Receiver(SECRET, store=store)
+    receiver.on("payment.completed", lambda event: None)
+    call, stop = calls(receiver)
+    try:
+        for event_type in ("payment.completed", "refund.created"):  # the second has no handler: "ignored"
+            headers, body = signed(event_type, msg_id="msg_" + event_type)
+            assert [call(headers, body), call(headers, body)] == [200, 200]  # then a duplicate, not 409
+    finally:
+        stop()
+    assert store.calls == [("begin", True), ("commit", True), ("begin", True)] * 2
+
+
+@pytest.mark.parametrize("make_store", [sqlite_store, postgres_store], ids=["sqlite", "postgres"])
+def test_a_late_success_after_a_takeover_marks_the_id_done_whatever_the_second_run_does(tmp_path, request,
+                                                                                          make_store):
+    # The first run outlived busy_for and the retry took the id over; then the first one succeeded.
+    # The handlers did succeed: the id is done, and the second run's failure must not free it again
+    # (a third delivery would run them once more). Both stores agree.
+    postgres = request.getfixturevalue("postgres") if make_store is postgres_store else None
+    store = make_store(tmp_path, postgres)
+    first, second = object(), object()
+    try:
+        assert store.begin("msg_1", holder=first) == "new"
+        time.sleep(BUSY_FOR + 0.1)
+        assert store.begin("msg_1", holder=second) == "new"
+        store.commit("msg_1", holder=first)
+        assert store.begin("msg_1") == "done"
+        store.abort("msg_1", holder=second)
+        assert store.begin("msg_1") == "done"
+    finally:
+        store.close()

@@ -229,7 +229,8 @@ class Inbox:
                 try:
                     return fn(self._conn())
                 except StorageError as e:
-                    if not self._drop(e) or not again:
+                    cut = self._api_conn is not None and self.backend.broken(self._api_conn)
+                    if not self._drop(e) or not (again and cut):
                         raise
 
     def _write(self, fn: Any) -> Any:

@@ -88,11 +88,13 @@ class PostgresStore:
                 try:
                     return b.fetchall(self._c(), query, params) if fetch else b.execute(self._c(), query, params)
                 except StorageError as e:
-                    if self._conn is None or not b.unusable(self._conn, e):
+                    conn = self._conn
+                    if conn is None or not b.unusable(conn, e):
                         raise  # not the connection's fault, or no connection to be had: the server is down
-                    b.close(self._conn)
+                    cut = b.broken(conn)  # the connection itself is gone (not a timeout, a lock, a deadlock)
+                    b.close(conn)
                     self._conn = None
-                    if not again:
+                    if not (again and cut):
                         raise
 
     def _limits(self) -> Dict[str, float]:

@@ -15,7 +15,7 @@ from .errors import PayloadError, SignatureError
 from .events import Event, Router, decode_body, encode_json, event_from
 from .headers import Headers, parse_content_length, parse_list, parse_uint
 from .signing import DEFAULT_TOLERANCE, SCHEMES, Signer
-from .store import MemoryStore
+from .store import MemoryStore, _takes_holder
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see webhooklite/__init__.py)
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ class Receiver:
         self.max_body = max_body
         #: The dedupe store.
         self.store: Any = store if store is not None else MemoryStore()
+        self._holder_store: Optional[Tuple[Any, bool]] = None  # (store, whether it takes holder=): see _holders
         self._signer: Optional[Signer] = Signer(secret, scheme, now=now) if secret is not None else None
         if secret is None:
             if scheme not in SCHEMES:
@@ -321,14 +322,13 @@ class Receiver:
         if eid is not None:
             store = self.store
             # The request's own Event says whose claim it is (see webhooklite.store, takes_holder).
-            state = store.begin(eid, holder=event) if getattr(store, "takes_holder", False) else store.begin(eid)
+            state = store.begin(eid, holder=event) if self._holders(store) else store.begin(eid)
             if state == "done":
                 return _DUPLICATE
             if state == "busy":
                 return _BUSY
         if not handlers:
-            if eid is not None:
-                self.store.commit(eid)  # remembered too: a replay of it is a duplicate, whatever its headers
+            self._settle(event, False)  # remembered too: a replay of it is a duplicate, whatever its headers
             return _IGNORED
         return event, handlers
 
@@ -338,10 +338,17 @@ class Receiver:
         if eid is not None:
             store = self.store
             end = store.abort if failed else store.commit
-            if getattr(store, "takes_holder", False):
+            if self._holders(store):
                 end(eid, holder=event)
             else:
                 end(eid)
+
+    def _holders(self, store: Any) -> bool:
+        """Whether to tell ``store`` whose claim a call is for (``holder=``); asked once per store object."""
+        known = self._holder_store
+        if known is None or known[0] is not store:
+            known = self._holder_store = (store, _takes_holder(store))
+        return known[1]
 
     @staticmethod
     def _log_failure(handler: Any, event: Event) -> None:

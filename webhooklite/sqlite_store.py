@@ -60,12 +60,13 @@ class SQLiteStore:
     ``keep`` seconds (default 7 days: longer than an outbox's retry schedule),
     then forgotten; both kinds of old row are removed as time passes.
 
-    Each claim carries a token known only to the process that made it, so a
-    ``commit`` or ``abort`` touches only a claim its caller holds: a request whose
-    claim was taken over after ``busy_for`` (in another process, or in this one)
-    cannot, by a late abort, delete the newer claim (which would let a third
-    request run the handlers beside the second). The receiver says which request
-    a call is for (``holder=``); a direct caller is its thread (see ``_Claims``).
+    Each claim carries a token known only to the process that made it, so an
+    ``abort`` touches only a claim its caller holds: a request whose claim was
+    taken over after ``busy_for`` (in another process, or in this one) cannot,
+    by a late abort, delete the newer claim (which would let a third request run
+    the handlers beside the second). The receiver says which request a call is
+    for (``holder=``); a direct caller is its thread (see ``_Claims``). A
+    ``commit`` marks the id done whoever claims it now: the handlers succeeded.
     """
 
     takes_holder = True
@@ -144,21 +145,13 @@ class SQLiteStore:
     def commit(self, id: str, holder: Any = None) -> None:
         now = time.time()
         with self._lock:
-            token = self._claims.take(id, holder, any_claim=True)
-            c = self._c()
-            if token is not None:
-                if c.execute(
-                    "UPDATE handled SET done = 1, at = ?, token = NULL WHERE id = ? AND token = ?", (now, id, token)
-                ).rowcount:
-                    return
-                # Our claim is gone: taken over (its holder will commit or abort it), or removed
-                # as abandoned. Record the success only where no other claim stands.
-                c.execute("INSERT OR IGNORE INTO handled (id, done, at) VALUES (?, 1, ?)", (id, now))
-                return
-            # No claim of ours (commit without begin): record it, but never over another's claim.
-            c.execute(
-                "INSERT INTO handled (id, done, at) VALUES (?, 1, ?) "
-                "ON CONFLICT (id) DO UPDATE SET at = excluded.at WHERE done = 1",
+            self._claims.take(id, holder, any_claim=True)  # forgotten: the id is done now
+            # The handlers succeeded: done, whoever claims the id now (as PostgresStore does). A claim
+            # that took ours over after busy_for then commits (no change) or aborts (it keeps "done"):
+            # its failure must not let a retry run the handlers a third time after they succeeded.
+            self._c().execute(
+                "INSERT INTO handled (id, done, at, token) VALUES (?, 1, ?, NULL) "
+                "ON CONFLICT (id) DO UPDATE SET done = 1, at = excluded.at, token = NULL",
                 (id, now),
             )
 

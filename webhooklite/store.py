@@ -12,7 +12,8 @@ on Redis; see docs/receiving.md, "A dedupe store for several hosts"):
     The handlers failed: the id may be handled again.
 
 A store that lets a claim be taken over (after ``busy_for``, as SQLiteStore and PostgresStore do)
-may set ``takes_holder = True`` and take a keyword ``holder`` in all three: the receiver then
+may set ``takes_holder = True`` and take a keyword ``holder`` in all three (a subclass or a wrapper
+whose own methods do not take it is called without it, see :func:`_takes_holder`): the receiver then
 passes an object that stands for the request (its Event, alive until the claim is settled; an
 Event is not hashable: compare holders by identity), so that when two requests in one process hold claims on one id
 (the first outlived ``busy_for``), the first one's late ``abort`` removes its own claim and not
@@ -131,6 +132,24 @@ class _Claims:
 def _holder(holder: Any) -> Any:
     """The key of a claim's holder: the object's identity (it lives as long as the claim), else the thread's."""
     return ("thread", _get_ident()) if holder is None else id(holder)
+
+
+def _takes_holder(store: Any) -> bool:
+    """Whether ``store`` says ``takes_holder`` and its begin, commit and abort, as bound on it, all
+    take ``holder=`` (a subclass overriding one with ``begin(self, id)`` does not, nor a wrapper that
+    passes ``takes_holder`` on from the store inside)."""
+    if getattr(store, "takes_holder", False) is not True:
+        return False
+    import inspect  # once per store object (the receiver keeps the answer)
+
+    for name in ("begin", "commit", "abort"):
+        try:
+            params = inspect.signature(getattr(store, name)).parameters.values()
+        except (AttributeError, TypeError, ValueError):
+            return False
+        if not any(p.name == "holder" or p.kind is p.VAR_KEYWORD for p in params):
+            return False
+    return True
 
 
 #: Connections inherited across fork(): sqlite3 forbids using them in the child, and closing one
