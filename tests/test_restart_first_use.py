@@ -85,7 +85,8 @@ def test_a_statement_that_timed_out_is_not_run_again(postgres):
     parts = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parts.query))
     query["options"] += " -cstatement_timeout=500"  # beside the test's own search_path
-    store = webhooklite.PostgresStore(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)).geturl())
+    query_text = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)  # %20, not +: libpq reads no +
+    store = webhooklite.PostgresStore(parts._replace(query=query_text).geturl())
     try:
         assert store.begin("msg_warm") == "new"  # the table exists; the connection is open
         with psycopg.connect(url, connect_timeout=5) as locker:

@@ -15,9 +15,10 @@ A store that lets a claim be taken over (after ``busy_for``, as SQLiteStore and 
 may set ``takes_holder = True`` and take a keyword ``holder`` in all three (a subclass or a wrapper
 whose own methods do not take it is called without it, see :func:`_takes_holder`): the receiver then
 passes an object that stands for the request (its Event, alive until the claim is settled; an
-Event is not hashable: compare holders by identity), so that when two requests in one process hold claims on one id
-(the first outlived ``busy_for``), the first one's late ``abort`` removes its own claim and not
-the second's, which would let a third request run the handlers beside the second.
+Event is not hashable: compare holders by identity), so that when two requests in one process
+hold claims on one id (the first outlived ``busy_for``), the first one's late ``abort`` removes
+its own claim and not the second's, which would let a third request run the handlers beside the
+second.
 """
 from __future__ import annotations
 
