@@ -36,6 +36,13 @@ HEADS = [
     b"Host: x\r\nX: " + b"v" * 200 + b"\r\n\r\n",  # over max_line below
     b"".join(b"H%d: v\r\n" % i for i in range(12)) + b"\r\n",  # over max_headers below
     b"Host: x\r\nTrunc",  # the head has not all arrived
+    b"Host: x\r\nVt: a\x0bb\r\n\r\n",  # VT and FF: refused like CR and LF
+    b"Host: x\r\nFf: a\x0cb\r\n\r\n",
+    b"Host: x\r\nTab: a\tb\x7f\x85\xff\r\n\r\n",  # tab, DEL and obs-text are allowed
+    b"Host: x\r\nHost\r\n\r\n",  # a name seen valid before, without its colon
+    b"Host: x\r\r\n\r\n",  # a CR that ends the last line before the CRLF
+    b"Host: x\n\r\n\r\n",
+    b"Host: x\r\nX-\xe9: 1\r\n\r\n",  # a name outside the token characters
 ]
 
 
@@ -84,6 +91,29 @@ def test_plain_head_fast_path_matches_the_line_by_line_parser(server, head):
     plain = plain and b"\n" not in head.replace(b"\r\n", b"") and b"\r" not in head.replace(b"\r\n", b"")
     if plain and isinstance(slow, dict):
         assert fast is not None, "an ordinary head must take the fast path"
+
+
+def test_parse_field_section_accepts_exactly_what_the_grammar_does():
+    """Its str-method checks against the grammar's regular expression (each line through
+    split_field_line, as the line-by-line path reads them), over heads built from the troublesome
+    characters (CR, LF, NUL, VT, FF, tab, colon, space, obs-text, beyond latin-1)."""
+    import random
+
+    from webhooklite.headers import parse_field_section, split_field_line
+
+    rng = random.Random(9112)
+    pieces = ["Host", "X-A", "x-a", ":", " ", "\t", "v1,abc=", "\r\n", "\r", "\n", "\x00", "\x0b", "\x0c",
+              "\x7f", "\x85", "\xff", "\u0100", "(", ""]
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        hosts = [line for line in text.split("\r\n") if line.partition(":")[0].lower() == "host"]
+        want = all(split_field_line(line) for line in text.split("\r\n")) and len(hosts) <= 1
+        got = parse_field_section(text)
+        assert (got is not None) == want, repr(text)
+        if got is not None:
+            for line in text.split("\r\n"):
+                name, _, value = line.partition(":")
+                assert value.strip(" \t") in got[name.lower()].split(", "), repr(text)
 
 
 def test_encode_json_plain_fast_path_is_byte_for_byte_the_full_encoder():

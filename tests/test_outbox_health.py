@@ -112,20 +112,20 @@ def test_a_success_between_failures_restarts_the_clock(db, server):
     answers = iter([500, 500, 200] + [500] * 100)
     server.respond = lambda conn, method, path, headers, body: server.answer(conn, next(answers))
     disabled = Calls()
-    outbox = webhooklite.Outbox(db.target, schedule=(0, 0.1, 0.1), jitter=0, disable_after=0.35,
+    outbox = webhooklite.Outbox(db.target, schedule=(0, 0.05, 0.05), jitter=0, disable_after=0.6,
                                 on_disabled=disabled, workers=1)
     try:
         eid = outbox.add_endpoint(server.base + "/flaky")
-        outbox.send("a", {})  # 500, 500, 200 over 0.2 s: healthy
+        outbox.send("a", {})  # 500, 500, 200 over 0.1 s: healthy
         assert outbox.drain(timeout=10)
         first = outbox.stats()[eid]
         assert first["failing_since"] is None and first["last_success"] is not None and first["enabled"]
-        outbox.send("b", {})  # 500 x3 over 0.2 s: dead, but not failing for 0.35 s yet
+        outbox.send("b", {})  # 500 x3 over 0.1 s: dead, but not failing for 0.6 s yet (a loaded CI box has 0.5 s to spare)
         assert outbox.drain(timeout=10)
         assert outbox.endpoints()[0].enabled and disabled.calls == []
         assert outbox.endpoints()[0].failing_since > first["last_success"]
-        time.sleep(0.2)
-        outbox.send("c", {})  # its first failure is past 0.35 s of failing: disabled
+        time.sleep(0.6)
+        outbox.send("c", {})  # its first failure is past 0.6 s of failing: disabled
         outbox.drain(timeout=10)
         assert wait_for(lambda: len(disabled.calls) == 1)
         assert not outbox.endpoints()[0].enabled

@@ -324,12 +324,21 @@ def utc(ts: Optional[int]) -> Optional[datetime.datetime]:
     """A Unix timestamp as an aware UTC datetime (None for None, or one out of range)."""
     if ts is None:
         return None
+    global _last_utc
+    last = _last_utc
+    if last[0] == ts:  # whole seconds: deliveries in the same second share one (immutable) datetime
+        return last[1]
     import datetime  # on the first signed delivery, not at `import webhooklite`
 
     try:
-        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
+    _last_utc = (ts, when)  # one tuple: a thread reading it sees a pair that matches
+    return when
+
+
+_last_utc: Tuple[Optional[int], Optional[datetime.datetime]] = (None, None)  # the last timestamp utc() turned, and its datetime
 
 
 def event_from(

@@ -21,12 +21,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from ._signals import until_stopped
 from .headers import (
     Headers,
-    is_field_section,
     is_host,
     is_token,
     origin_path,
     parse_chunk_size,
     parse_content_length,
+    parse_field_section,
     parse_list,
     parse_request_line,
     split_field_line,
@@ -608,8 +608,8 @@ class WebhookServer:
         """The fast path of :meth:`_read_headers`: the whole head parsed at once, or None.
 
         It takes a head that is already buffered and plain: every line a valid field line
-        ended by CRLF (one regular expression checks them all), within every limit, one
-        Host at most. That is every ordinary request; it gives the same Headers the
+        ended by CRLF (:func:`~webhooklite.headers.parse_field_section` checks them all at
+        once), within every limit, one Host at most. That is every ordinary request; it gives the same Headers the
         line-by-line path would. Anything else (or a head still arriving) consumes
         nothing and returns None, and the line-by-line path reads it and says what is wrong.
         """
@@ -618,22 +618,12 @@ class WebhookServer:
         if end <= 0 or end + 4 > max_bytes:
             return None
         text = buf[:end].decode("latin-1")
-        if not is_field_section(text):
+        lines = text.count("\n") + 1  # if it is plain (parse_field_section says)
+        if lines > max_count or (end + 2 > max_line and max(map(len, text.split("\r\n"))) + 2 > max_line):
             return None
-        lines = text.split("\r\n")
-        if len(lines) > max_count or (end + 2 > max_line and max(map(len, lines)) + 2 > max_line):
+        headers = parse_field_section(text)
+        if headers is None:
             return None
-        headers: Dict[str, str] = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            key = name.lower()
-            text = value.strip(" \t")
-            if key in headers:
-                if key == "host":
-                    return None
-                headers[key] += ", " + text
-            else:
-                headers[key] = text
         rfile.read(end + 4)
         return Headers._from_lower(headers)
 

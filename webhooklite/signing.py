@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 _MIN_KEY, _MAX_KEY = 24, 64
 #: Signatures looked at in one header (a rotation carries two or three).
 _MAX_SIGNATURES = 10
+#: The standard scheme's headers, (prefix, signature, id, timestamp): Standard Webhooks' names, or Svix's.
+_WEBHOOK = ("webhook-", "webhook-signature", "webhook-id", "webhook-timestamp")
+_SVIX = ("svix-", "svix-signature", "svix-id", "svix-timestamp")
 #: ed25519 verifications one request may cost (signatures x public keys), at about 1 ms each.
 _MAX_V1A_CHECKS = 4
 #: Re-serialization is only guessed at for bodies up to this size (it is the error path).
@@ -417,13 +420,12 @@ class Signer:
 
     def _parse_standard(self, h: Headers) -> _Parsed:
         d = h._d  # lower-case names: plain dict lookups (one request's hot path)
-        prefix = "webhook-"
-        if "webhook-signature" not in d and "svix-signature" in d:
-            prefix = "svix-"
-        for part in ("signature", "id", "timestamp"):
-            if not d.get(prefix + part):
-                raise self._missing(prefix + part, h)
-        msg_id, ts_text, sig = d[prefix + "id"], d[prefix + "timestamp"].strip(), d[prefix + "signature"]
+        names = _SVIX if "webhook-signature" not in d and "svix-signature" in d else _WEBHOOK
+        prefix = names[0]
+        found = sig, msg_id, ts_text = d.get(names[1]), d.get(names[2]), d.get(names[3])
+        if not (sig and msg_id and ts_text):
+            raise self._missing(next(n for n, v in zip(names[1:], found) if not v), h)
+        ts_text = ts_text.strip()
         if parse_uint(ts_text) is None:
             raise SignatureError(
                 f"{prefix}timestamp is not a Unix time in whole seconds: {ts_text[:40]!r}",
