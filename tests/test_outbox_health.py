@@ -120,7 +120,8 @@ def test_a_success_between_failures_restarts_the_clock(db, server):
         assert outbox.drain(timeout=10)
         first = outbox.stats()[eid]
         assert first["failing_since"] is None and first["last_success"] is not None and first["enabled"]
-        outbox.send("b", {})  # 500 x3 over 0.1 s: dead, but not failing for 0.6 s yet (a loaded CI box has 0.5 s to spare)
+        # 500 x3 over 0.1 s: dead, but not failing for 0.6 s yet (a loaded CI box has 0.5 s to spare)
+        outbox.send("b", {})
         assert outbox.drain(timeout=10)
         assert outbox.endpoints()[0].enabled and disabled.calls == []
         assert outbox.endpoints()[0].failing_since > first["last_success"]
@@ -153,7 +154,9 @@ def test_on_dead_once_per_dead_delivery_and_a_failing_or_slow_callback_loses_not
         assert all(r.state == "dead" and r.endpoint_id == down and r.last_status == 500 and r.attempts == 2
                    for r in records)
         assert outbox.stats()[down]["dead"] == 4 and outbox.stats()[ok]["delivered"] == 20
-        assert caplog.text.count("on_dead raised") == 4 and "RuntimeError: the callback failed" in caplog.text
+        # Each logged once its callback has raised, just after it was counted above.
+        assert wait_for(lambda: caplog.text.count("on_dead raised") == 4, 10)
+        assert "RuntimeError: the callback failed" in caplog.text
         assert sorted(server.ids("/ok")) == sorted(fine)
     finally:
         outbox.close()

@@ -338,7 +338,8 @@ def utc(ts: Optional[int]) -> Optional[datetime.datetime]:
     return when
 
 
-_last_utc: Tuple[Optional[int], Optional[datetime.datetime]] = (None, None)  # the last timestamp utc() turned, and its datetime
+#: The last timestamp utc() turned into a datetime, and that datetime.
+_last_utc: Tuple[Optional[int], Optional[datetime.datetime]] = (None, None)
 
 
 def event_from(

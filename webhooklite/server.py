@@ -609,16 +609,16 @@ class WebhookServer:
 
         It takes a head that is already buffered and plain: every line a valid field line
         ended by CRLF (:func:`~webhooklite.headers.parse_field_section` checks them all at
-        once), within every limit, one Host at most. That is every ordinary request; it gives the same Headers the
-        line-by-line path would. Anything else (or a head still arriving) consumes
-        nothing and returns None, and the line-by-line path reads it and says what is wrong.
+        once), within every limit, one Host at most. That is every ordinary request; it gives
+        the same Headers the line-by-line path would. Anything else (or a head still arriving)
+        consumes nothing and returns None, and the line-by-line path reads it and says what is wrong.
         """
         buf = rfile.peek(1)
         end = buf.find(b"\r\n\r\n")
         if end <= 0 or end + 4 > max_bytes:
             return None
         text = buf[:end].decode("latin-1")
-        lines = text.count("\n") + 1  # if it is plain (parse_field_section says)
+        lines = text.count("\n") + 1  # the head's lines, if it is plain (parse_field_section checks that)
         if lines > max_count or (end + 2 > max_line and max(map(len, text.split("\r\n"))) + 2 > max_line):
             return None
         headers = parse_field_section(text)
