@@ -23,6 +23,7 @@ __all__ = [
     "is_token",
     "is_field_value",
     "parse_field_section",
+    "remember_valid",
     "split_field_line",
     "parse_list",
     "parse_content_length",
@@ -124,7 +125,7 @@ def parse_field_section(text: str) -> Optional[Dict[str, str]]:
     names = _NAMES
     for line in lines:
         name, colon, value = line.partition(":")
-        if not colon or (name not in names and not _valid_name(name)):
+        if not colon or (name not in names and not remember_valid(names, name, is_token, 256)):
             return None
         key = name.lower()
         value = value.strip(" \t")
@@ -137,15 +138,20 @@ def parse_field_section(text: str) -> Optional[Dict[str, str]]:
     return headers
 
 
-#: Header names seen valid (as sent, up to 256): a sender repeats its own on every request.
+#: Header names seen valid, as sent (see remember_valid).
 _NAMES: Dict[str, bool] = {}
 
 
-def _valid_name(name: str) -> bool:
-    if not is_token(name):
+def remember_valid(memo: Dict[str, bool], text: str, valid: Callable[[str], bool], size: int) -> bool:
+    """``valid(text)``, and if so ``text`` remembered in ``memo`` (up to ``size`` entries).
+
+    A sender repeats its header names, Host and request line on every request: the caller looks
+    in ``memo`` first and matches the grammar only for what it has not seen.
+    """
+    if not valid(text):
         return False
-    if len(_NAMES) < 256:
-        _NAMES[name] = True
+    if len(memo) < size:
+        memo[text] = True
     return True
 
 

@@ -29,6 +29,7 @@ from .headers import (
     parse_field_section,
     parse_list,
     parse_request_line,
+    remember_valid,
     split_field_line,
 )
 from .receiver import _BAD_LENGTH, _DUPLICATE, _IGNORED, _OK, Receiver, Response, _error
@@ -431,7 +432,7 @@ class WebhookServer:
             if host is None:
                 if not http10:  # RFC 9112 §3.2: a 1.1 request without Host is 400
                     raise _Reject(_error(400, "an HTTP/1.1 request needs a Host header"))
-            elif host not in _HOSTS and not _valid_host(host):
+            elif host not in _HOSTS and not remember_valid(_HOSTS, host, is_host, 64):
                 raise _Reject(_error(400, "the Host header is not a valid host[:port]"))
             connection = fields.get("connection")
             if connection is None:
@@ -696,14 +697,6 @@ class _Reads(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
-
-
-def _valid_host(host: str) -> bool:
-    if not is_host(host):
-        return False
-    if len(_HOSTS) < 64:
-        _HOSTS[host] = True
-    return True
 
 
 def _malformed(line: bytes) -> str:
