@@ -116,6 +116,25 @@ def test_parse_field_section_accepts_exactly_what_the_grammar_does():
                 assert value.strip(" \t") in got[name.lower()].split(", "), repr(text)
 
 
+def test_parse_field_section_counts_lines_not_names():
+    from webhooklite.headers import parse_field_section
+
+    twelve = "\r\n".join(["X-A: 1"] * 12)  # one name on twelve lines: twelve against the limit
+    assert parse_field_section(twelve, max_lines=12) == {"x-a": ", ".join(["1"] * 12)}
+    assert parse_field_section(twelve, max_lines=11) is None
+
+
+def test_utc_remembers_one_second_and_answers_each_other_one_afresh():
+    from webhooklite.events import utc
+
+    def fresh(ts):
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+
+    for ts in (1764660000, 1764660000, 1764660001, 1764660000, 0, 1764660001):
+        assert utc(ts) == fresh(ts) and utc(ts).tzinfo is datetime.timezone.utc, ts
+    assert utc(None) is None and utc(10**20) is None and utc(1764660001) == fresh(1764660001)
+
+
 def test_encode_json_plain_fast_path_is_byte_for_byte_the_full_encoder():
     values = [
         {"event": "payment.completed", "amount": 25.0, "n": 3, "ok": True, "none": None, "t": (1, 2),

@@ -105,11 +105,11 @@ def is_field_value(text: str) -> bool:
     return _FIELD_VALUE.fullmatch(text) is not None
 
 
-def parse_field_section(text: str) -> Optional[Dict[str, str]]:
+def parse_field_section(text: str, max_lines: int = 100) -> Optional[Dict[str, str]]:
     """Header lines joined by CRLF (no final CRLF) as ``{lower-case name: value}``, or None.
 
-    None unless every line is a valid field line (what :func:`split_field_line` accepts) and Host
-    comes once at most. A name on two lines gets both values joined with ", " (RFC 9110 §5.3);
+    None unless every line is a valid field line (what :func:`split_field_line` accepts), there
+    are ``max_lines`` at most, and Host comes once at most. A name on two lines gets both values joined with ", " (RFC 9110 §5.3);
     values lose their surrounding spaces and tabs. The check is made with str methods, in a third
     of the regular expression's time: CR and LF only in the CRLFs between lines, no NUL, VT or FF,
     nothing beyond latin-1, and each name a token before its colon (a name seen valid before is
@@ -117,7 +117,7 @@ def parse_field_section(text: str) -> Optional[Dict[str, str]]:
     """
     lines = text.split("\r\n")
     n = len(lines) - 1
-    if text.count("\r") != n or text.count("\n") != n or "\x00" in text or "\x0b" in text or "\x0c" in text:
+    if n >= max_lines or text.count("\r") != n or text.count("\n") != n or "\x00" in text or "\x0b" in text or "\x0c" in text:
         return None
     if not text.isascii() and max(text) > "\xff":
         return None

@@ -619,10 +619,9 @@ class WebhookServer:
         if end <= 0 or end + 4 > max_bytes:
             return None
         text = buf[:end].decode("latin-1")
-        lines = text.count("\n") + 1  # the head's lines, if it is plain (parse_field_section checks that)
-        if lines > max_count or (end + 2 > max_line and max(map(len, text.split("\r\n"))) + 2 > max_line):
+        if end + 2 > max_line and max(map(len, text.split("\r\n"))) + 2 > max_line:
             return None
-        headers = parse_field_section(text)
+        headers = parse_field_section(text, max_count)
         if headers is None:
             return None
         rfile.read(end + 4)
