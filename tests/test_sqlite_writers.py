@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from webhooklite.backends._fifo import FifoLock
 from webhooklite.backends.sqlite import BUSY_TIMEOUT, SQLiteBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,3 +108,76 @@ def test_a_child_after_fork_does_not_inherit_a_held_writer_lock(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "True"], out.stdout + out.stderr  # and the parent's was released
+
+
+def _queued(lock, n):
+    deadline = time.monotonic() + 5
+    while len(lock._waiters) < n:
+        assert time.monotonic() < deadline, "the waiter never queued"
+        time.sleep(0.001)
+
+
+def test_the_writer_lock_goes_to_its_waiters_in_the_order_they_came():
+    lock = FifoLock()
+    assert lock.acquire(timeout=1)
+    order = []
+
+    def wait(name):
+        assert lock.acquire(timeout=5)
+        order.append(name)
+        lock.release()
+
+    threads = []
+    for n, name in enumerate("abcde", 1):
+        threads.append(threading.Thread(target=wait, args=(name,)))
+        threads[-1].start()
+        _queued(lock, n)
+    lock.release()
+    # ...and one that asks after the hand-over began still queues behind them all
+    assert lock.acquire(timeout=5)
+    order.append("late")
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == ["a", "b", "c", "d", "e", "late"]
+
+
+def test_a_writer_that_gives_up_waiting_leaves_the_queue_and_the_lock_works_on():
+    lock = FifoLock()
+    assert lock.acquire(timeout=1)
+    started = time.monotonic()
+    assert lock.acquire(timeout=0.1) is False  # another thread... here the same one: it waits, then says no
+    assert 0.09 <= time.monotonic() - started < 2
+    assert len(lock._waiters) == 0
+    lock.release()
+    assert lock.acquire(timeout=0)  # free again, at once
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_the_writer_lock_excludes_under_timeouts_racing_hand_overs():
+    lock = FifoLock()
+    inside, worst, got = [0], [0], [0]
+    guard = threading.Lock()
+    end = time.monotonic() + 1.0
+
+    def hammer():
+        while time.monotonic() < end:
+            if lock.acquire(timeout=0.0005):  # so short that many run out just as the lock is handed over
+                with guard:
+                    inside[0] += 1
+                    worst[0] = max(worst[0], inside[0])
+                    got[0] += 1
+                time.sleep(0)
+                with guard:
+                    inside[0] -= 1
+                lock.release()
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert got[0] > 100 and worst[0] == 1  # never two holders at once
+    assert lock.acquire(timeout=0)  # and nobody's lost turn left it held
