@@ -5,9 +5,9 @@ write lock up front (``BEGIN IMMEDIATE``), so two processes never claim the same
 writer waits up to ``BUSY_TIMEOUT`` seconds for another's lock; the writers of one process queue
 on a lock of their own first, in the order they came, so one that writes rarely is not starved
 (``_WRITERS``). A commit of the connection that ``send()`` uses is on disk before it returns
-(``synchronous=FULL``); the workers' connections use NORMAL (a crash of the process loses nothing; of the machine, at most
-their last outcomes, which are then sent again). Idle workers poll: sqlite has no way to wake
-another process.
+(``synchronous=FULL``); the workers' connections use NORMAL (a crash of the process loses nothing;
+of the machine, at most their last outcomes, which are then sent again). Idle workers poll: sqlite
+has no way to wake another process.
 
 Needs SQLite 3.25 (UPSERT, window functions) and its JSON1 functions (a list of ids is one parameter: ``json_each``).
 Parameters are named (``:name``); multi-row inserts are written ``VALUES {rows}``.
