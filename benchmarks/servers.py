@@ -8,6 +8,7 @@ KIND is one of:
                  request_queue_size 128): the same HMAC check + timestamp window + json.loads
   stdlib-bare    the same handler without verification (json.loads only): the stdlib limit
   fastapi        FastAPI + standardwebhooks (fastapi_app.py) on uvicorn, 1 worker
+  fastapi-thread the same route with the application's work in a thread (run_in_threadpool)
   asgi           webhooklite's receiver.asgi (verification on, the same one sync handler) on the same uvicorn
   asgi-async     the same with the handler an ``async def`` (awaited on the loop, like FastAPI's route)
 Both uvicorn contenders use uvloop and httptools when they are installed (the asyncio loop and
@@ -101,11 +102,11 @@ def run_uvicorn(port: int, app, count) -> None:
     write_report({})
 
 
-def run_fastapi(port: int) -> None:
+def run_fastapi(port: int, thread: bool = False) -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import fastapi_app
 
-    run_uvicorn(port, fastapi_app.app, lambda: fastapi_app.seen[0])
+    run_uvicorn(port, fastapi_app.app_thread if thread else fastapi_app.app, lambda: fastapi_app.seen[0])
 
 
 def run_asgi(port: int, async_handler: bool) -> None:
@@ -224,8 +225,8 @@ if __name__ == "__main__":
         run_webhooklite(port)
     elif kind == "inbox":
         run_webhooklite(port, inbox=True)
-    elif kind == "fastapi":
-        run_fastapi(port)
+    elif kind in ("fastapi", "fastapi-thread"):
+        run_fastapi(port, thread=kind == "fastapi-thread")
     elif kind == "canned":
         run_canned(port)
     elif kind in ("asgi", "asgi-async"):
