@@ -317,6 +317,24 @@ def test_handlers_queued_behind_busy_threads_still_run_and_in_the_request_contex
     assert sorted(seen) == list(range(limit + 3))  # each handler saw its own request's context
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_the_worker_threads_wait_their_turn_and_the_loops_thread_is_left_as_it_was():
+    # A worker woken by the loop must not preempt it (it would only find the GIL taken and sleep
+    # again): the workers are SCHED_BATCH; the loop's thread, the app's own, keeps its policy.
+    receiver = webhooklite.Receiver(SECRET)
+    policies = []
+
+    @receiver.on("payment.completed")
+    def handler(event):
+        policies.append((threading.current_thread().name, os.sched_getscheduler(0)))
+
+    before = os.sched_getscheduler(0)
+    headers, body = signed()
+    assert run_asgi(receiver.asgi, asgi_scope("POST", "/", raw(headers, body)), [body]).answer()[0] == 200
+    assert policies == [("webhooklite-asgi", os.SCHED_BATCH)]
+    assert os.sched_getscheduler(0) == before
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_a_forked_child_gets_threads_of_its_own(tmp_path):
     # gunicorn's UvicornWorker forks after the app is imported, maybe after a first request.
