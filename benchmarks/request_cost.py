@@ -1,7 +1,7 @@
 """What one request costs webhooklite's own code, with no thread ever sleeping: the part of a round trip
 that is ours, beside the part every server pays (waking on the socket, the client's turn).
 
-    python benchmarks/request_cost.py [--count 20000] [--rounds 5]
+    python benchmarks/request_cost.py [--count 20000] [--rounds 5] [--uvloop]
 
 Each case handles --count requests (the benchmark's signed body, each with its own webhook-id) in one
 thread, back to back, on a warm cache; rounds are interleaved and the table shows the median µs per
@@ -16,6 +16,11 @@ request. The cases:
   ``async def`` handler (on the loop) and with a sync handler (one hop to a worker thread and back),
   one request at a time, and 32 at once (started together, as a loop serving many connections has them).
 
+``--uvloop`` runs the ASGI cases on uvloop (uvicorn's loop in bench.py) instead of asyncio's own. The table also
+shows the process's context switches per request (``getrusage``: voluntary + involuntary), which for a sync
+handler count what its hop to a thread and back costs the scheduler. Run it pinned to one core (``taskset -c 0``)
+to see the hop as a loaded server's one core has it.
+
 Compare with what benchmarks/bench.py measures on a real round trip at one connection: the server's CPU
 per request there, minus the first row here, is what sleeping in ``recv`` and being woken costs.
 """
@@ -23,6 +28,7 @@ import argparse
 import asyncio
 import io
 import os
+import resource
 import socket
 import statistics
 import sys
@@ -158,9 +164,13 @@ def asgi_case(sync: bool, concurrent: int = 1) -> Callable[[List[Dict[str, str]]
                     await asyncio.gather(*(one(scope, message) for scope, message in calls[i:i + concurrent]))
             return time.perf_counter() - t
 
-        return asyncio.run(run())
+        return RUN[0](run())
 
     return case
+
+
+#: How the ASGI cases run their loop: asyncio.run, or uvloop's (--uvloop).
+RUN = [asyncio.run]
 
 
 CASES = [
@@ -178,18 +188,30 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=20000, help="requests per case and round")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--uvloop", action="store_true", help="run the ASGI cases on uvloop")
     args = p.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        RUN[0] = lambda main: uvloop.new_event_loop().run_until_complete(main)
     times: Dict[str, List[float]] = {name: [] for name, _ in CASES}
+    switches: Dict[str, List[float]] = {name: [] for name, _ in CASES}
     for rnd in range(args.rounds):
         reqs = requests(args.count, f"r{rnd}x")  # fresh ids: no case sees a duplicate
         for name, case in CASES[rnd % len(CASES):] + CASES[:rnd % len(CASES)]:
+            before = resource.getrusage(resource.RUSAGE_SELF)
             times[name].append(case(reqs) / args.count * 1e6)
-    print(f"Python {sys.version.split()[0]}, {args.count} requests per case, median of {args.rounds} rounds\n")
-    print("| case | µs per request | rounds |")
-    print("| --- | ---: | ---: |")
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            switches[name].append((after.ru_nvcsw + after.ru_nivcsw - before.ru_nvcsw - before.ru_nivcsw) / args.count)
+    loop = "uvloop" if args.uvloop else "asyncio"
+    print(f"Python {sys.version.split()[0]}, {args.count} requests per case, median of {args.rounds} rounds, "
+          f"ASGI on {loop}\n")
+    print("| case | µs per request | rounds | context switches per request |")
+    print("| --- | ---: | ---: | ---: |")
     for name, _ in CASES:
         xs = times[name]
-        print(f"| {name} | {statistics.median(xs):.1f} | {min(xs):.1f}-{max(xs):.1f} |")
+        print(f"| {name} | {statistics.median(xs):.1f} | {min(xs):.1f}-{max(xs):.1f} | "
+              f"{statistics.median(switches[name]):.2f} |")
 
 
 if __name__ == "__main__":
