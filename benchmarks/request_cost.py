@@ -193,7 +193,7 @@ def main() -> None:
     if args.uvloop:
         import uvloop
 
-        RUN[0] = lambda main: uvloop.new_event_loop().run_until_complete(main)
+        RUN[0] = uvloop.run
     times: Dict[str, List[float]] = {name: [] for name, _ in CASES}
     switches: Dict[str, List[float]] = {name: [] for name, _ in CASES}
     for rnd in range(args.rounds):

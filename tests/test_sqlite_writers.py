@@ -146,7 +146,7 @@ def test_a_writer_that_gives_up_waiting_leaves_the_queue_and_the_lock_works_on()
     lock = FifoLock()
     assert lock.acquire(timeout=1)
     started = time.monotonic()
-    assert lock.acquire(timeout=0.1) is False  # another thread... here the same one: it waits, then says no
+    assert lock.acquire(timeout=0.1) is False  # held (by this same thread, as good as another): waits, says no
     assert 0.09 <= time.monotonic() - started < 2
     assert len(lock._waiters) == 0
     lock.release()

@@ -290,9 +290,10 @@ def _wait_your_turn() -> None:
     The loop's thread hands a job over and wakes a worker while holding the GIL: a worker that
     preempts it only finds the GIL taken and sleeps again, and the same happens the other way when
     the result goes back. One request at a time on one core, that made 6-8 context switches a
-    request instead of 2-3, and the hop cost 35 µs instead of 20 (benchmarks/README.md). The scheduler still
-    gives the thread its full share of the CPU (the nice value is unchanged); only a wakeup waits
-    for the running thread to block or use up its slice.
+    request instead of 2-3, and the hop cost 35 µs instead of 20 (benchmarks/README.md). The
+    scheduler still gives the thread its full share of the CPU (the nice value is unchanged); only
+    a wakeup waits for the running thread to block or use up its slice. Threads a handler starts
+    inherit the policy.
     """
     setscheduler = getattr(os, "sched_setscheduler", None)
     if setscheduler is not None and hasattr(os, "SCHED_BATCH"):
