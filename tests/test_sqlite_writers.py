@@ -6,6 +6,7 @@ handler (sleep, try again, sleep longer), the rare writer lost every race: measu
 transaction in 2 s, waits over 2 s, so deliveries and handlers stalled while the app was busy.
 """
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -181,3 +182,40 @@ def test_the_writer_lock_excludes_under_timeouts_racing_hand_overs():
         t.join(10)
     assert got[0] > 100 and worst[0] == 1  # never two holders at once
     assert lock.acquire(timeout=0)  # and nobody's lost turn left it held
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="setitimer is POSIX")
+def test_a_writer_interrupted_while_waiting_leaves_no_turn_behind():
+    # Ctrl-C (here: an exception from a signal handler) reaching a thread that waits for the lock.
+    # Were its turn left queued, the next release would hand the lock to no one, for ever.
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    lock = FifoLock()
+    held, done = threading.Event(), threading.Event()
+
+    def holder():
+        assert lock.acquire(timeout=1)
+        held.set()
+        done.wait(5)
+        lock.release()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(5)
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupted):
+            lock.acquire(timeout=5)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(lock._waiters) == 0
+    done.set()
+    t.join(5)
+    assert lock.acquire(timeout=1)  # the holder's release left it free, not handed to a ghost
+    lock.release()

@@ -32,14 +32,23 @@ class FifoLock:
             turn = threading.Lock()
             turn.acquire()
             self._waiters.append(turn)
-        if turn.acquire(timeout=timeout):
-            return True  # handed over by release(): held for us all along
+        try:
+            if turn.acquire(timeout=timeout):
+                return True  # handed over by release(): held for us all along
+        except BaseException:  # e.g. Ctrl-C while waiting: a turn left queued would hold the lock for ever
+            if not self._leave(turn):
+                self.release()  # it was handed over all the same: pass it on
+            raise
+        return not self._leave(turn)  # the wait ran out; unless release() handed it over meanwhile
+
+    def _leave(self, turn: threading.Lock) -> bool:
+        """Take ``turn`` out of the queue; False when release() has already handed it the lock."""
         with self._mutex:
             try:
                 self._waiters.remove(turn)
-            except ValueError:  # release() handed it over just as the wait ran out: it is ours
-                return True
-            return False
+            except ValueError:
+                return False
+            return True
 
     def release(self) -> None:
         with self._mutex:
