@@ -554,12 +554,12 @@ class SQLiteBackend(Backend):
         lock = _writer_lock(self._key)
         if not lock.acquire(timeout=BUSY_TIMEOUT):
             raise self.error(self._sqlite3.OperationalError("database is locked (by this process)"))
+        self._holding[id(conn)] = lock  # at once: from here whatever ends the transaction releases it
         try:
             self.execute(conn, "BEGIN IMMEDIATE")
         except BaseException:
-            lock.release()
+            self._release(conn)
             raise
-        self._holding[id(conn)] = lock
 
     def commit(self, conn: Any) -> None:
         try:
