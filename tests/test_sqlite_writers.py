@@ -95,10 +95,10 @@ pid = os.fork()
 if pid == 0:
     # No thread of the child will ever end the parent's transaction: its lock must not be held here.
     lock = sqlite._writer_lock(backend._key)
-    os._exit(0 if lock.acquire(timeout=1) else 1)
+    os._exit(0 if lock.acquire(timeout=1) is not None else 1)
 _, status = os.waitpid(pid, 0)
 backend.rollback(conn)
-print(os.WEXITSTATUS(status), sqlite._writer_lock(backend._key).acquire(timeout=1), flush=True)
+print(os.WEXITSTATUS(status), sqlite._writer_lock(backend._key).acquire(timeout=1) is not None, flush=True)
 """
 
 
@@ -118,43 +118,56 @@ def _queued(lock, n):
         time.sleep(0.001)
 
 
+def _free(lock):
+    """Whether the lock can be had at once (and gives it back)."""
+    hold = lock.acquire(timeout=0)
+    if hold is not None:
+        lock.release(hold)
+    return hold is not None
+
+
 def test_the_writer_lock_goes_to_its_waiters_in_the_order_they_came():
     lock = FifoLock()
-    assert lock.acquire(timeout=1)
+    first = lock.acquire(timeout=1)
+    assert first is not None
     order = []
 
     def wait(name):
-        assert lock.acquire(timeout=5)
+        hold = lock.acquire(timeout=5)
+        assert hold is not None
         order.append(name)
-        lock.release()
+        lock.release(hold)
 
     threads = []
     for n, name in enumerate("abcde", 1):
         threads.append(threading.Thread(target=wait, args=(name,)))
         threads[-1].start()
         _queued(lock, n)
-    lock.release()
+    lock.release(first)
     # ...and one that asks after the hand-over began still queues behind them all
-    assert lock.acquire(timeout=5)
+    late = lock.acquire(timeout=5)
+    assert late is not None
     order.append("late")
-    lock.release()
+    lock.release(late)
     for t in threads:
         t.join(5)
     assert order == ["a", "b", "c", "d", "e", "late"]
 
 
-def test_a_writer_that_gives_up_waiting_leaves_the_queue_and_the_lock_works_on():
+def test_a_writer_that_gives_up_waiting_leaves_the_queue_and_a_hold_ends_once():
     lock = FifoLock()
-    assert lock.acquire(timeout=1)
+    hold = lock.acquire(timeout=1)
     started = time.monotonic()
-    assert lock.acquire(timeout=0.1) is False  # held (by this same thread, as good as another): waits, says no
+    assert lock.acquire(timeout=0.1) is None  # held (by this same thread, as good as another): waits, says no
     assert 0.09 <= time.monotonic() - started < 2
     assert len(lock._waiters) == 0
-    lock.release()
-    assert lock.acquire(timeout=0)  # free again, at once
-    lock.release()
-    with pytest.raises(RuntimeError):
-        lock.release()
+    lock.release(hold)
+    other = lock.acquire(timeout=0)  # free again, at once
+    assert other is not None
+    lock.release(hold)  # a hold that is over: nothing happens (so an interrupted release may be retried)
+    assert not _free(lock)  # ...in particular, it does not end the other one
+    lock.release(other)
+    assert _free(lock)
 
 
 def test_the_writer_lock_excludes_under_timeouts_racing_hand_overs():
@@ -165,7 +178,8 @@ def test_the_writer_lock_excludes_under_timeouts_racing_hand_overs():
 
     def hammer():
         while time.monotonic() < end:
-            if lock.acquire(timeout=0.0005):  # so short that many run out just as the lock is handed over
+            hold = lock.acquire(timeout=0.0005)  # so short that many run out just as the lock is handed over
+            if hold is not None:
                 with guard:
                     inside[0] += 1
                     worst[0] = max(worst[0], inside[0])
@@ -173,7 +187,7 @@ def test_the_writer_lock_excludes_under_timeouts_racing_hand_overs():
                 time.sleep(0)
                 with guard:
                     inside[0] -= 1
-                lock.release()
+                lock.release(hold)
 
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
@@ -181,16 +195,17 @@ def test_the_writer_lock_excludes_under_timeouts_racing_hand_overs():
     for t in threads:
         t.join(10)
     assert got[0] > 100 and worst[0] == 1  # never two holders at once
-    assert lock.acquire(timeout=0)  # and nobody's lost turn left it held
+    assert _free(lock)  # and nobody's lost turn left it held
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises (KeyboardInterrupt, here a stand-in the test runner will not catch)."""
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="setitimer is POSIX")
 def test_a_writer_interrupted_while_waiting_leaves_no_turn_behind():
-    # Ctrl-C (here: an exception from a signal handler) reaching a thread that waits for the lock.
+    # Ctrl-C (here: an exception from a SIGALRM handler) reaching a thread that waits for the lock.
     # Were its turn left queued, the next release would hand the lock to no one, for ever.
-    class Interrupted(Exception):
-        pass
-
     def interrupt(signum, frame):
         raise Interrupted
 
@@ -198,10 +213,10 @@ def test_a_writer_interrupted_while_waiting_leaves_no_turn_behind():
     held, done = threading.Event(), threading.Event()
 
     def holder():
-        assert lock.acquire(timeout=1)
+        hold = lock.acquire(timeout=1)
         held.set()
         done.wait(5)
-        lock.release()
+        lock.release(hold)
 
     t = threading.Thread(target=holder)
     t.start()
@@ -217,5 +232,140 @@ def test_a_writer_interrupted_while_waiting_leaves_no_turn_behind():
     assert len(lock._waiters) == 0
     done.set()
     t.join(5)
-    assert lock.acquire(timeout=1)  # the holder's release left it free, not handed to a ghost
-    lock.release()
+    assert _free(lock)  # the holder's release left it free, not handed to a ghost
+
+
+class _Raising:
+    """Stands in for one of FifoLock's inner objects and raises Interrupted once, after its call
+    went through: a signal handler run as that call returns (CPython checks for them there)."""
+
+    def __init__(self, inner, method):
+        self.inner, self.method, self.armed = inner, method, True
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        def call(*args, **kwargs):
+            result = attr(*args, **kwargs)
+            if self.armed:
+                self.armed = False
+                raise Interrupted
+            return result
+
+        return call
+
+    def __contains__(self, item):
+        return item in self.inner
+
+    def __getitem__(self, index):
+        return self.inner[index]
+
+    def __iter__(self):
+        return iter(self.inner)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __bool__(self):
+        return bool(self.inner)
+
+    def __enter__(self):
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc):
+        out = self.inner.__exit__(*exc)
+        if self.armed and self.method == "__exit__":
+            self.armed = False
+            raise Interrupted
+        return out
+
+
+def _interrupt_in(lock, field, method, release_at):
+    """acquire(timeout=0.2) interrupted as ``lock.<field>.<method>`` returns. With ``release_at``,
+    another thread holds the lock and lets go after that many seconds (before the wait runs out, or
+    after). Whatever acquire had got, the lock must be free once that thread has let go."""
+    timer = None
+    if release_at is not None:
+        hold = lock.acquire(timeout=1)
+        timer = threading.Timer(release_at, lock.release, (hold,))
+    setattr(lock, field, _Raising(getattr(lock, field), method))
+    if timer is not None:
+        timer.start()
+    with pytest.raises(Interrupted):
+        lock.acquire(timeout=0.2)
+    setattr(lock, field, getattr(lock, field).inner)
+    if timer is not None:
+        timer.join(5)
+    return _free(lock) and len(lock._waiters) == 0
+
+
+@pytest.mark.parametrize("field, method, release_at", [
+    ("_mutex", "__exit__", None),  # the lock just taken, as the mutex is let go
+    ("_queue", "append", 0.05),  # queued, not yet waiting
+    ("_mutex", "__exit__", 0.05),  # queued, as the mutex is let go
+    ("_queue", "remove", 0.3),  # the wait ran out (the holder holds on): as it leaves the queue
+])
+def test_an_interrupt_anywhere_in_acquire_gives_back_what_it_got(field, method, release_at):
+    assert _interrupt_in(FifoLock(), field, method, release_at)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_interrupted_release_is_retried_and_ends_the_hold_once(tmp_path, when):
+    # What SQLiteBackend._release does when a signal lands as release() begins, or as it ends.
+    backend = SQLiteBackend(str(tmp_path / "shared.db"))
+    a, b = backend.connect(), backend.connect()
+    try:
+        backend.begin(a)
+        lock, _ = backend._holding[id(a)]
+        real = lock._pass_on
+
+        def interrupted_pass_on():
+            del lock._pass_on  # once
+            if when == "after":
+                real()
+            raise Interrupted
+
+        lock._pass_on = interrupted_pass_on
+        with pytest.raises(Interrupted):
+            backend.rollback(a)
+        assert backend._holding == {}
+        assert _free(lock)  # let go, and not given to anyone else
+        started = time.monotonic()
+        backend.begin(b)
+        backend.rollback(b)
+        assert time.monotonic() - started < 1.0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_release_retried_after_an_interrupt_wakes_the_next_writer_at_once():
+    # The interrupt lands inside the hand-over, after the holder left the queue and before the next
+    # was woken: the next holds the lock but sleeps. Retrying the release (as _release does) wakes it.
+    lock = FifoLock()
+    first = lock.acquire(timeout=1)
+    got = threading.Event()
+
+    def waiter():
+        hold = lock.acquire(timeout=5)
+        got.set()
+        lock.release(hold)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    _queued(lock, 1)
+
+    def pass_on_cut_short():
+        del lock._pass_on  # once
+        lock._queue.popleft()
+        raise Interrupted
+
+    lock._pass_on = pass_on_cut_short
+    with pytest.raises(Interrupted):
+        lock.release(first)
+    lock.release(first)  # the retry
+    assert got.wait(1), "the next writer slept on until its wait ran out"
+    t.join(5)
+    assert _free(lock)

@@ -18,7 +18,7 @@ import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from . import Backend, StorageError
-from ._fifo import FifoLock
+from ._fifo import FifoLock, Hold
 from .outbox_sql import CONFIG, DELIVERY, ENDPOINT, HEAD
 
 __all__ = ["SQLiteBackend", "QUERIES", "SCHEMAS", "MIGRATIONS", "BUSY_TIMEOUT", "MIN_VERSION"]
@@ -53,8 +53,12 @@ def _writer_lock(key: str) -> FifoLock:
 
 
 def _forget_writers() -> None:
-    """In a child after fork(): a lock a parent's thread held would stay held here for ever."""
+    """In a child after fork(): a lock a parent's thread held would stay held here for ever.
+
+    The child gets new locks; the old ones stay usable for ending a transaction it inherited."""
     global _WRITERS_LOCK
+    for lock in _WRITERS.values():
+        lock._after_fork()
     _WRITERS.clear()
     _WRITERS_LOCK = threading.Lock()
 
@@ -484,7 +488,7 @@ class SQLiteBackend(Backend):
         self.where = path
         self._errors = (sqlite3.Error,)
         self._key = os.path.realpath(path)
-        self._holding: Dict[int, FifoLock] = {}  # id(connection) -> the writer lock it holds
+        self._holding: Dict[int, Tuple[FifoLock, Hold]] = {}  # id(connection) -> the writer lock it holds
         if not os.path.exists(path):
             try:  # Endpoint secrets are stored in the file: only its owner may read it.
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
@@ -552,9 +556,10 @@ class SQLiteBackend(Backend):
         # This process's writers queue on one lock (see _WRITERS); then the file's write lock up
         # front (IMMEDIATE: no upgrade deadlocks), which other processes may hold.
         lock = _writer_lock(self._key)
-        if not lock.acquire(timeout=BUSY_TIMEOUT):
+        hold = lock.acquire(timeout=BUSY_TIMEOUT)
+        if hold is None:
             raise self.error(self._sqlite3.OperationalError("database is locked (by this process)"))
-        self._holding[id(conn)] = lock  # at once: from here whatever ends the transaction releases it
+        self._holding[id(conn)] = (lock, hold)  # at once: from here whatever ends the transaction releases it
         try:
             self.execute(conn, "BEGIN IMMEDIATE")
         except BaseException:
@@ -574,9 +579,16 @@ class SQLiteBackend(Backend):
             self._release(conn)
 
     def _release(self, conn: Any) -> None:
-        lock = self._holding.pop(id(conn), None)
-        if lock is not None:
-            lock.release()
+        held = self._holding.get(id(conn))
+        if held is not None:
+            lock, hold = held
+            try:
+                lock.release(hold)
+            except BaseException:  # e.g. Ctrl-C as it began: again (a hold that is over is left alone)
+                lock.release(hold)
+                raise
+            finally:
+                self._holding.pop(id(conn), None)
 
     def ensure_schema(self, conn: Any, part: str) -> None:
         if part not in SCHEMAS:
