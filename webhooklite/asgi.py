@@ -293,14 +293,16 @@ def _wait_your_turn() -> None:
     request instead of 2-3, and the hop cost 35 µs instead of 20 (benchmarks/README.md). The
     scheduler still gives the thread its full share of the CPU (the nice value is unchanged); only
     a wakeup waits for the running thread to block or use up its slice. Threads a handler starts
-    inherit the policy.
+    inherit the policy. A policy other than the default one, which the thread inherited from the
+    loop's (``chrt`` on the server: real-time, or SCHED_IDLE), is the operator's, and left alone.
     """
-    setscheduler = getattr(os, "sched_setscheduler", None)
-    if setscheduler is not None and hasattr(os, "SCHED_BATCH"):
-        try:
-            setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread, on Linux
-        except OSError:  # e.g. a seccomp filter: the threads work the same, only the hop costs more
-            pass
+    if not hasattr(os, "sched_setscheduler") or not hasattr(os, "SCHED_BATCH"):
+        return
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_OTHER:  # 0: this thread, on Linux
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:  # e.g. a seccomp filter: the threads work the same, only the hop costs more
+        pass
 
 
 #: What ``then`` gets when its job never ran (its request was cancelled first).
