@@ -109,15 +109,17 @@ def parse_field_section(text: str, max_lines: int = 100) -> Optional[Dict[str, s
     """Header lines joined by CRLF (no final CRLF) as ``{lower-case name: value}``, or None.
 
     None unless every line is a valid field line (what :func:`split_field_line` accepts), there
-    are ``max_lines`` at most, and Host comes once at most. A name on two lines gets both values joined with ", " (RFC 9110 §5.3);
-    values lose their surrounding spaces and tabs. The check is made with str methods, in a third
-    of the regular expression's time: CR and LF only in the CRLFs between lines, no NUL, VT or FF,
-    nothing beyond latin-1, and each name a token before its colon (a name seen valid before is
-    not matched again).
+    are ``max_lines`` at most, and Host comes once at most. A name on two lines gets both values
+    joined with ", " (RFC 9110 §5.3); values lose their surrounding spaces and tabs. The check is
+    made with str methods, in a third of the regular expression's time: CR and LF only in the
+    CRLFs between lines, no NUL, VT or FF, nothing beyond latin-1, and each name a token before
+    its colon (a name seen valid before is not matched again).
     """
     lines = text.split("\r\n")
     n = len(lines) - 1
-    if n >= max_lines or text.count("\r") != n or text.count("\n") != n or "\x00" in text or "\x0b" in text or "\x0c" in text:
+    if n >= max_lines or text.count("\r") != n or text.count("\n") != n:
+        return None
+    if "\x00" in text or "\x0b" in text or "\x0c" in text:
         return None
     if not text.isascii() and max(text) > "\xff":
         return None

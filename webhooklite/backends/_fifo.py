@@ -12,7 +12,7 @@ nothing for a hold that is over, so it may safely be called again after an inter
 """
 import threading
 from collections import deque
-from typing import Deque, List, Optional
+from typing import Deque, Optional
 
 __all__ = ["FifoLock", "Hold"]
 
@@ -83,15 +83,9 @@ class FifoLock:
         if self._queue:
             self._queue[0]._wake()
 
-    @property
-    def _waiters(self) -> List[Hold]:
-        """The holds waiting (not the holder): for tests."""
-        return list(self._queue)[1:]
-
     def _after_fork(self) -> None:
         """In a child after fork(): the other threads, and so the waiters, are gone; the mutex
         may have been taken by one of them. The holder stays, for the child to release."""
         self._mutex = threading.Lock()
-        holder = list(self._queue)[:1]
-        self._queue.clear()
-        self._queue.extend(holder)
+        while len(self._queue) > 1:
+            self._queue.pop()
